@@ -1,0 +1,155 @@
+"""Benchmark reports: latency summaries from HdrHistograms, the JSON file, the Markdown
+summary beside it, and the table printed at the end of a run."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import grpc
+import orjson
+from hdrh.histogram import HdrHistogram
+
+#: Latencies are recorded in microseconds, from 1 µs to an hour, to 3 significant digits.
+LOWEST_US: Final = 1
+HIGHEST_US: Final = 3_600_000_000
+SIGNIFICANT_DIGITS: Final = 3
+PERCENTILES: Final = (50.0, 95.0, 99.0)
+
+Report = dict[str, Any]
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+def record_us(histogram: HdrHistogram, elapsed_ns: int) -> None:
+    """Records one latency; values outside the histogram's range are clamped, not lost."""
+    histogram.record_value(min(max(elapsed_ns // 1000, LOWEST_US), HIGHEST_US))
+
+
+def latency_ms(histogram: HdrHistogram) -> dict[str, float]:
+    """p50, p95, p99 and max in milliseconds (zeros for an empty histogram)."""
+    if histogram.get_total_count() == 0:
+        return {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}
+    values = histogram.get_percentile_to_value_dict(list(PERCENTILES))
+    out = {f"p{percentile:g}": round(values[percentile] / 1000, 3) for percentile in PERCENTILES}
+    out["max"] = round(histogram.get_max_value() / 1000, 3)
+    return out
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "platform": platform.platform(),
+        "implementation": sys.implementation.name,
+    }
+
+
+def write(path: Path, report: Report) -> Path:
+    """Writes the JSON report and, beside it, the Markdown summary; returns the latter."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    summary = path.with_suffix(".md")
+    summary.write_text(markdown(report), encoding="utf-8")
+    return summary
+
+
+def _number(value: object, digits: int = 1) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _rows(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(figure, hub, direct baseline) rows shared by the table and the Markdown."""
+    base: Mapping[str, Any] = report.get("baseline") or {}
+    hub_lat: Mapping[str, float] = report["latency_ms"]
+    base_lat: Mapping[str, float] = base.get("latency_ms", {})
+    rows = [
+        ("queries", _number(report["queries"]), _number(base.get("queries", "-"))),
+        ("answered", _number(report["answered"]), _number(base.get("answered", "-"))),
+        ("seconds", _number(report["seconds"], 2), _number(base.get("seconds", "-"), 2)),
+        (
+            "throughput (queries/s)",
+            _number(report["throughput_qps"]),
+            _number(base.get("throughput_qps", "-")),
+        ),
+    ]
+    rows += [
+        (f"latency {key} (ms)", _number(hub_lat[key], 2), _number(base_lat.get(key, "-"), 2))
+        for key in ("p50", "p95", "p99", "max")
+    ]
+    rows += [
+        ("bank results", _number(report["bank_results"]), _number(base.get("bank_results", "-"))),
+        ("refused", _number(report["refused"]), _number(base.get("refused", "-"))),
+        (
+            "bank failures",
+            _number(report["bank_failures"]),
+            _number(base.get("bank_failures", "-")),
+        ),
+        ("hub CPU (s)", _number(report["hub_cpu_s"], 2), "-"),
+        ("hub CPU per query (µs)", _number(report["hub_cpu_us_per_query"]), "-"),
+        ("hub peak RSS (MB)", _number(report["hub_peak_rss_mb"]), "-"),
+        (
+            "banks CPU (s)",
+            _number(report["banks_cpu_s"], 2),
+            _number(base.get("banks_cpu_s", "-"), 2),
+        ),
+        (
+            "driver CPU (s)",
+            _number(report["driver_cpu_s"], 2),
+            _number(base.get("driver_cpu_s", "-"), 2),
+        ),
+    ]
+    return rows
+
+
+def _setup_line(report: Mapping[str, Any]) -> str:
+    m = report["machine"]
+    return (
+        f"{report['banks']} banks in {report['bank_processes']} process(es), "
+        f"{report['distinct_parties']:,} distinct parties, batch {report['batch_size']}, "
+        f"window {report['window']:,}, KAR {report['kar']}, "
+        f"TLS {'on' if report['tls'] else 'off'}; "
+        f"{m['cpus']} CPUs, Python {m['python']}, grpcio {m['grpcio']}"
+    )
+
+
+def markdown(report: Mapping[str, Any]) -> str:
+    lines = [
+        f"# Benchmark: {report['scenario']}",
+        "",
+        _setup_line(report) + ".",
+        "",
+        "| figure | hub (one stream) | direct (today's clients) |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {name} | {hub} | {base} |" for name, hub, base in _rows(report)]
+    lines += ["", f"Speedup (hub throughput / direct throughput): **{report['speedup']:.1f}×**."]
+    notes: Sequence[str] = report.get("notes", ())
+    if notes:
+        lines += ["", *[f"- {note}" for note in notes]]
+    return "\n".join(lines) + "\n"
+
+
+def table(report: Mapping[str, Any]) -> str:
+    """The same figures as a plain-text table for the terminal."""
+    rows = [("", "hub", "direct"), *_rows(report)]
+    width = [max(len(row[i]) for row in rows) for i in range(3)]
+    out = [_setup_line(report)]
+    for name, hub, base in rows:
+        out.append(f"{name:<{width[0]}}  {hub:>{width[1]}}  {base:>{width[2]}}")
+    out.append(f"speedup: {report['speedup']:.1f}x")
+    out += [f"note: {note}" for note in report.get("notes", ())]
+    return "\n".join(out)

@@ -1,0 +1,3 @@
+from clients.cli import main
+import sys
+sys.exit(main())

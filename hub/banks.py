@@ -1,0 +1,209 @@
+"""Hub -> bank traffic: one small client interface, and its gRPC implementation.
+
+The fan-out talks to banks only through :class:`BankClient`, so it can be tested against
+scripted banks as easily as against real servers. :class:`GrpcBankClient` keeps one long-lived
+channel and one ``Exchange`` stream per bank and coalesces requests: every request made during
+one turn of the event loop (or within ``linger`` seconds, when set) rides in one message, up to
+``max_batch`` per message. Python gRPC pays per message, so this is where throughput comes from;
+when idle a request is written on the next loop turn, so latency stays low.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Final, Protocol
+
+import grpc
+
+from dsop.controlinfo.v2 import bank_pb2, bank_pb2_grpc, model_pb2
+
+log = logging.getLogger(__name__)
+
+#: Called with every answer to a request; more follow while ``has_more`` is set.
+ResponseHandler = Callable[[bank_pb2.BankResponse], None]
+_ExchangeCall = grpc.aio.StreamStreamCall[bank_pb2.ExchangeRequest, bank_pb2.ExchangeResponse]
+
+MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
+CHANNEL_OPTIONS: Final = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+)
+
+
+class BankClient(Protocol):
+    """A bank as the fan-out sees it."""
+
+    bank_id: str
+
+    def request(self, on_response: ResponseHandler) -> bank_pb2.BankRequest:
+        """A new request to fill in (its id is set; the caller sets the oneof) before control
+        returns to the event loop. ``on_response`` is called with each answer, the last one
+        with ``has_more`` false, or once with an error if the bank cannot be reached."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def failure(request_id: int, code: str, status: grpc.StatusCode, message: str) -> (
+    bank_pb2.BankResponse
+):
+    """An answer the hub makes up for a request the bank could not answer."""
+    return bank_pb2.BankResponse(
+        id=request_id,
+        error=model_pb2.Error(status=status.value[0], code=code, message=message),
+    )
+
+
+class GrpcBankClient:
+    """A bank reached over ``BankService.Exchange``."""
+
+    def __init__(
+        self,
+        bank_id: str,
+        target: str,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        max_batch: int = 1000,
+        linger: float = 0.0,
+    ) -> None:
+        self.bank_id = bank_id
+        self.target = target
+        self._credentials = credentials
+        self._max_batch = max_batch
+        self._linger = linger
+        self._ids = itertools.count(1)
+        self._pending: dict[int, ResponseHandler] = {}
+        self._batch: bank_pb2.ExchangeRequest | None = None
+        self._ready: deque[bank_pb2.ExchangeRequest] = deque()
+        self._wake = asyncio.Event()
+        self._channel: grpc.aio.Channel | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
+        #: Messages written to the bank and requests they carried (for metrics and tests).
+        self.messages_sent = 0
+        self.requests_sent = 0
+
+    def request(self, on_response: ResponseHandler) -> bank_pb2.BankRequest:
+        if self._closed:
+            raise RuntimeError("bank client is closed")
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = bank_pb2.ExchangeRequest()
+            loop = asyncio.get_running_loop()
+            if self._linger > 0:
+                loop.call_later(self._linger, self._seal, batch)
+            else:
+                loop.call_soon(self._seal, batch)
+        request = batch.requests.add(id=next(self._ids))
+        self._pending[request.id] = on_response
+        if len(batch.requests) >= self._max_batch:
+            self._seal(batch)
+        return request
+
+    def _seal(self, batch: bank_pb2.ExchangeRequest) -> None:
+        if self._batch is not batch:
+            return  # sealed already, because it filled up
+        self._batch = None
+        self._ready.append(batch)
+        self._wake.set()
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    async def _write_loop(self) -> None:
+        call: _ExchangeCall | None = None
+        reader: asyncio.Task[None] | None = None
+        try:
+            while not self._closed:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._ready:
+                    batch = self._ready.popleft()
+                    if call is None or call.done():
+                        call = self._open()
+                        reader = asyncio.get_running_loop().create_task(self._read(call))
+                    try:
+                        await call.write(batch)
+                    except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
+                        # This batch never reached the bank; the reader sees the same break
+                        # and fails what was in flight.
+                        self._fail_batch(batch, _describe(exc))
+                        call = None
+                        continue
+                    self.messages_sent += 1
+                    self.requests_sent += len(batch.requests)
+        finally:
+            if reader is not None:
+                reader.cancel()
+
+    def _open(self) -> _ExchangeCall:
+        if self._channel is None:
+            self._channel = (
+                grpc.aio.secure_channel(self.target, self._credentials, options=CHANNEL_OPTIONS)
+                if self._credentials is not None
+                else grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+            )
+        stub = bank_pb2_grpc.BankServiceStub(self._channel)
+        return stub.Exchange()  # type: ignore[return-value]
+
+    async def _read(self, call: _ExchangeCall) -> None:
+        pending = self._pending
+        reason = "the bank closed the stream"
+        try:
+            async for message in call:
+                for response in message.responses:
+                    handler = (
+                        pending.get(response.id)
+                        if response.has_more
+                        else pending.pop(response.id, None)
+                    )
+                    if handler is None:
+                        continue  # an id we never sent or already ended: the bank's bug
+                    try:
+                        handler(response)
+                    except Exception:
+                        log.exception("bank response handler failed (bank %s)", self.bank_id)
+        except grpc.aio.AioRpcError as exc:
+            reason = _describe(exc)
+        except asyncio.CancelledError:
+            reason = "the hub closed the stream"
+            raise
+        finally:
+            self._fail_pending(reason)
+
+    def _fail_pending(self, reason: str) -> None:
+        """Fails every request in flight: their stream is gone."""
+        pending, self._pending = self._pending, {}
+        for request_id, handler in pending.items():
+            with contextlib.suppress(Exception):
+                handler(failure(request_id, "ACC-100", grpc.StatusCode.UNAVAILABLE, reason))
+
+    def _fail_batch(self, batch: bank_pb2.ExchangeRequest, reason: str) -> None:
+        for request in batch.requests:
+            handler = self._pending.pop(request.id, None)
+            if handler is not None:
+                with contextlib.suppress(Exception):
+                    handler(failure(request.id, "ACC-100", grpc.StatusCode.UNAVAILABLE, reason))
+
+    async def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        if self._channel is not None:
+            await self._channel.close()
+        self._fail_pending("the hub is shutting down")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"bank unreachable: {exc.code().name}"
+    return f"bank stream failed: {type(exc).__name__}"

@@ -1,0 +1,94 @@
+"""The hub's configuration: frozen, checked once at start-up.
+
+A bad setting stops the process with a message naming the setting; nothing is checked per
+request at run time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message names it."""
+
+
+def _read(path: Path, setting: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM files: this side's certificate and key, and the CA that signs the other side's
+    certificates (for a server: clients must present one; for a client: the server's)."""
+
+    cert: Path | None = None
+    key: Path | None = None
+    ca: Path | None = None
+
+    def server_credentials(self, setting: str) -> grpc.ServerCredentials:
+        if self.cert is None or self.key is None:
+            raise ConfigError(f"{setting}: a certificate and its key are required")
+        ca = _read(self.ca, f"{setting}.ca") if self.ca is not None else None
+        return grpc.ssl_server_credentials(
+            [(_read(self.key, f"{setting}.key"), _read(self.cert, f"{setting}.cert"))],
+            root_certificates=ca,
+            require_client_auth=ca is not None,
+        )
+
+    def channel_credentials(self, setting: str) -> grpc.ChannelCredentials:
+        if (self.cert is None) != (self.key is None):
+            raise ConfigError(f"{setting}: give both a certificate and its key, or neither")
+        return grpc.ssl_channel_credentials(
+            root_certificates=_read(self.ca, f"{setting}.ca") if self.ca is not None else None,
+            private_key=_read(self.key, f"{setting}.key") if self.key is not None else None,
+            certificate_chain=_read(self.cert, f"{setting}.cert")
+            if self.cert is not None
+            else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    #: host:port the hub listens on (port 0: any free port).
+    listen: str = "127.0.0.1:50050"
+    #: The bank registry file (see hub.registry).
+    registry: Path | None = None
+    #: "embedded" (the synthetic register matching the registry's simulated banks) or
+    #: "grpc://HOST:PORT" for a remote dsop.kar.v1.KarService.
+    kar: str = "embedded"
+    #: The hub's server certificate; with ``tls.ca`` agencies must present certificates.
+    tls: TlsFiles | None = None
+    #: TLS towards banks and a remote KAR: their CA, and the hub's client certificate.
+    bank_tls: TlsFiles | None = None
+    #: Plaintext everywhere. Only by explicit choice; the hub logs a warning.
+    insecure: bool = False
+    #: Queries in flight per agency stream before the hub stops reading from it.
+    stream_window: int = 20_000
+    #: Requests per message to a bank, at most.
+    bank_max_batch: int = 1000
+    #: How long a bank batch waits for company (seconds); 0 sends on the next loop turn.
+    bank_linger: float = 0.0
+
+    def check(self) -> None:
+        if self.registry is None:
+            raise ConfigError("registry: required, the bank registry file")
+        if not self.insecure and self.tls is None:
+            raise ConfigError(
+                "tls: TLS is on by default; give the hub's certificate and key "
+                "(--tls-cert, --tls-key) or choose plaintext explicitly (--insecure)"
+            )
+        if not (self.kar == "embedded" or self.kar.startswith("grpc://")):
+            raise ConfigError("kar: must be 'embedded' or 'grpc://HOST:PORT'")
+        if self.stream_window < 1:
+            raise ConfigError("stream_window: must be at least 1")
+        if not 1 <= self.bank_max_batch <= 100_000:
+            raise ConfigError("bank_max_batch: must be between 1 and 100000")
+        if not 0 <= self.bank_linger <= 0.1:
+            raise ConfigError("bank_linger: must be between 0 and 0.1 seconds")

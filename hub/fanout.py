@@ -1,0 +1,377 @@
+"""Stage: fan each query out to its banks; turn bank answers into events as they arrive.
+
+For every (query, bank) pair a small call object drives the operation over the bank's
+:class:`~hub.banks.BankClient`: one request for most operations, pages for transactions, and
+for accounts-with-balances the accounts list followed by one details request per account. No
+task per query: answers arrive as callbacks from the bank's reader, and every event goes to
+the egress, which batches them for the outbound stages.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Final
+
+import grpc
+
+from dsop.controlinfo.v2 import bank_pb2, model_pb2
+from dsop.hub.v1 import hub_pb2
+from hub.banks import BankClient
+from hub.context import BankOutcome, QueryContext
+
+Op = hub_pb2.Operation
+Outcome = hub_pb2.BankOutcome
+PARTIAL: Final = model_pb2.RESPONSE_STATUS_PARTIAL
+#: The standard's sentinel reference: the bank holds data it did not deliver digitally.
+DATA_NOT_DELIVERED: Final = "dataNotDelivered"
+
+#: Emits one event of one query to the egress.
+Emit = Callable[[QueryContext, hub_pb2.QueryEvent], None]
+
+
+def request_context(query: hub_pb2.Query) -> bank_pb2.RequestContext:
+    """The request context every bank call of the query carries (DSOP.md §2)."""
+    context = bank_pb2.RequestContext(
+        account_info_request_id=query.case_id,
+        correlation_id=query.correlation_id,
+        legal_mandate=query.legal_mandate,
+        additional_reference_id_type=query.additional_reference_id_type,
+    )
+    if query.HasField("requester_id"):
+        context.requester_id = query.requester_id
+    if query.HasField("additional_reference_id"):
+        context.additional_reference_id = query.additional_reference_id
+    return context
+
+
+def _error(status: grpc.StatusCode, code: str, message: str) -> model_pb2.Error:
+    return model_pb2.Error(status=status.value[0], code=code, message=message)
+
+
+class FanoutStage:
+    """Starts every bank call of every query in the batch."""
+
+    def __init__(self, clients: Mapping[str, BankClient], emit: Emit) -> None:
+        self.clients = clients
+        self.emit = emit
+
+    async def __call__(self, batch: Sequence[QueryContext]) -> list[QueryContext]:
+        for ctx in batch:
+            self.start(ctx)
+        return list(batch)
+
+    def start(self, ctx: QueryContext) -> None:
+        ctx.request_context = request_context(ctx.query)
+        ctx.outstanding = len(ctx.banks)
+        if not ctx.banks:
+            self._summarize(ctx)
+            return
+        call_type = _CALLS[ctx.query.operation]
+        for bank_id in ctx.banks:
+            client = self.clients.get(bank_id)
+            if client is None:
+                self.bank_failed(
+                    ctx,
+                    bank_id,
+                    _error(
+                        grpc.StatusCode.UNAVAILABLE,
+                        "ACC-100",
+                        "the bank has no endpoint in the hub's registry",
+                    ),
+                )
+                continue
+            call_type(self, ctx, client).start()
+
+    # -- what calls report ---------------------------------------------------------------
+
+    def result(self, ctx: QueryContext, bank_id: str) -> tuple[hub_pb2.QueryEvent, hub_pb2.BankResult]:
+        """A new result event for the bank, to fill in and pass to :meth:`deliver`."""
+        event = hub_pb2.QueryEvent()
+        result = event.result
+        result.query_id = ctx.query.query_id
+        result.bank_id = bank_id
+        return event, result
+
+    def deliver(
+        self, ctx: QueryContext, event: hub_pb2.QueryEvent, *, final: bool = True
+    ) -> None:
+        self.emit(ctx, event)
+        if final:
+            result = event.result
+            error = result.error if result.HasField("error") else None
+            self._bank_done(ctx, BankOutcome(result.bank_id, result.outcome, error))
+
+    def bank_failed(self, ctx: QueryContext, bank_id: str, error: model_pb2.Error) -> None:
+        event, result = self.result(ctx, bank_id)
+        result.outcome = Outcome.BANK_OUTCOME_FAILED
+        result.error.CopyFrom(error)
+        self.deliver(ctx, event)
+
+    def _bank_done(self, ctx: QueryContext, outcome: BankOutcome) -> None:
+        ctx.outcomes.append(outcome)
+        ctx.outstanding -= 1
+        if ctx.outstanding == 0:
+            self._summarize(ctx)
+
+    def _summarize(self, ctx: QueryContext) -> None:
+        self.emit(ctx, summary(ctx))
+
+
+def summary(ctx: QueryContext) -> hub_pb2.QueryEvent:
+    """The last event of a query: per-bank outcomes, counts, elapsed time, any refusal."""
+    event = hub_pb2.QueryEvent()
+    s = event.summary
+    s.query_id = ctx.query.query_id
+    s.elapsed_us = (time.monotonic_ns() - ctx.received_ns) // 1000
+    if ctx.refusal is not None:
+        s.error.CopyFrom(ctx.refusal.to_proto())
+        return event
+    s.banks_asked = len(ctx.banks)
+    failed = 0
+    for outcome in ctx.outcomes:
+        status = s.banks.add(bank_id=outcome.bank_id, outcome=outcome.outcome)
+        if outcome.error is not None:
+            status.error.CopyFrom(outcome.error)
+            failed += 1
+    s.banks_failed = failed
+    s.banks_answered = len(ctx.outcomes) - failed
+    return event
+
+
+def _outcome(details: model_pb2.ResponseDetails) -> hub_pb2.BankOutcome.ValueType:
+    return Outcome.BANK_OUTCOME_PARTIAL if details.status == PARTIAL else Outcome.BANK_OUTCOME_COMPLETE
+
+
+class _Call:
+    """One bank's part of one query."""
+
+    __slots__ = ("bank_id", "client", "ctx", "fanout")
+
+    def __init__(self, fanout: FanoutStage, ctx: QueryContext, client: BankClient) -> None:
+        self.fanout = fanout
+        self.ctx = ctx
+        self.client = client
+        self.bank_id = client.bank_id
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def fail(self, response: bank_pb2.BankResponse) -> None:
+        self.fanout.bank_failed(self.ctx, self.bank_id, response.error)
+
+    def _accounts_request(self, on_response: Callable[[bank_pb2.BankResponse], None]) -> None:
+        ctx = self.ctx
+        query = ctx.query
+        body = self.client.request(on_response).accounts
+        assert ctx.request_context is not None
+        body.context.CopyFrom(ctx.request_context)
+        body.party_id = query.party_id
+        body.only_primary_owner = query.only_primary_owner
+        body.period.CopyFrom(query.period)
+
+    def _account_request(self, field: str, on_response: Callable[[bank_pb2.BankResponse], None]) -> None:
+        ctx = self.ctx
+        request = self.client.request(on_response)
+        body = getattr(request, field)
+        assert ctx.request_context is not None
+        body.context.CopyFrom(ctx.request_context)
+        body.account_reference = ctx.query.account_reference
+        body.period.CopyFrom(ctx.query.period)
+
+
+class _Accounts(_Call):
+    __slots__ = ()
+
+    def start(self) -> None:
+        self._accounts_request(self.on_response)
+
+    def on_response(self, response: bank_pb2.BankResponse) -> None:
+        if response.HasField("error"):
+            self.fail(response)
+            return
+        if not response.HasField("accounts"):
+            self.fanout.bank_failed(self.ctx, self.bank_id, _malformed("accounts"))
+            return
+        event, result = self.fanout.result(self.ctx, self.bank_id)
+        result.outcome = _outcome(response.accounts.response_details)
+        result.accounts.CopyFrom(response.accounts)
+        self.fanout.deliver(self.ctx, event)
+
+
+def _malformed(expected: str) -> model_pb2.Error:
+    return _error(
+        grpc.StatusCode.INTERNAL, "ACC-500", f"malformed answer from the bank: expected {expected}"
+    )
+
+
+class _Single(_Call):
+    """Account details, cards or roles: one request, one answer."""
+
+    __slots__ = ()
+    field: str = ""
+
+    def start(self) -> None:
+        self._account_request(self.field, self.on_response)
+
+    def on_response(self, response: bank_pb2.BankResponse) -> None:
+        if response.HasField("error"):
+            self.fail(response)
+            return
+        if response.WhichOneof("result") != self.field:
+            self.fanout.bank_failed(self.ctx, self.bank_id, _malformed(self.field))
+            return
+        payload = getattr(response, self.field)
+        event, result = self.fanout.result(self.ctx, self.bank_id)
+        result.outcome = _outcome(payload.response_details)
+        getattr(result, self.field).CopyFrom(payload)
+        self.fanout.deliver(self.ctx, event)
+
+
+class _Details(_Single):
+    __slots__ = ()
+    field = "account_details"
+
+
+class _Cards(_Single):
+    __slots__ = ()
+    field = "cards"
+
+
+class _Roles(_Single):
+    __slots__ = ()
+    field = "roles"
+
+
+class _Transactions(_Call):
+    """Pages stream through as they arrive; the last one ends the bank's part."""
+
+    __slots__ = ("partial",)
+
+    def start(self) -> None:
+        self.partial = False
+        self._account_request("transactions", self.on_response)
+
+    def on_response(self, response: bank_pb2.BankResponse) -> None:
+        if response.HasField("error"):
+            self.fail(response)
+            return
+        if not response.HasField("transactions"):
+            self.fanout.bank_failed(self.ctx, self.bank_id, _malformed("transactions"))
+            return
+        page = response.transactions
+        self.partial |= page.response_details.status == PARTIAL
+        event, result = self.fanout.result(self.ctx, self.bank_id)
+        result.outcome = Outcome.BANK_OUTCOME_PARTIAL if self.partial else Outcome.BANK_OUTCOME_COMPLETE
+        result.has_more = response.has_more
+        result.transactions.CopyFrom(page)
+        self.fanout.deliver(self.ctx, event, final=not response.has_more)
+
+
+class _AccountsWithBalances(_Call):
+    """Accounts, then details for every account; one result when all details are in.
+
+    A details failure fails the bank's part as a whole: the agency needs every balance.
+    """
+
+    __slots__ = ("details", "failed", "partial", "waiting")
+
+    def start(self) -> None:
+        self._accounts_request(self.on_accounts)
+
+    def on_accounts(self, response: bank_pb2.BankResponse) -> None:
+        if response.HasField("error"):
+            self.fail(response)
+            return
+        if not response.HasField("accounts"):
+            self.fanout.bank_failed(self.ctx, self.bank_id, _malformed("accounts"))
+            return
+        accounts = response.accounts
+        self.partial = accounts.response_details.status == PARTIAL
+        self.failed = False
+        self.details: list[model_pb2.AccountDetail | None] = [None] * len(accounts.accounts)
+        self.waiting = 0
+        ctx = self.ctx
+        assert ctx.request_context is not None
+        for index, account in enumerate(accounts.accounts):
+            if account.account_reference == DATA_NOT_DELIVERED:
+                self.details[index] = _detail_from(account)
+                self.partial = True
+                continue
+            self.waiting += 1
+            request = self.client.request(_DetailsHandler(self, index))
+            body = request.account_details
+            body.context.CopyFrom(ctx.request_context)
+            body.account_reference = account.account_reference
+            body.period.CopyFrom(ctx.query.period)
+        if self.waiting == 0:
+            self._finish()
+
+    def on_details(self, index: int, response: bank_pb2.BankResponse) -> None:
+        if self.failed:
+            return
+        if response.HasField("error"):
+            self.failed = True
+            self.fail(response)
+            return
+        if not response.HasField("account_details"):
+            self.failed = True
+            self.fanout.bank_failed(self.ctx, self.bank_id, _malformed("account_details"))
+            return
+        details = response.account_details
+        self.partial |= details.response_details.status == PARTIAL
+        self.details[index] = details.account
+        self.waiting -= 1
+        if self.waiting == 0:
+            self._finish()
+
+    def _finish(self) -> None:
+        event, result = self.fanout.result(self.ctx, self.bank_id)
+        result.outcome = Outcome.BANK_OUTCOME_PARTIAL if self.partial else Outcome.BANK_OUTCOME_COMPLETE
+        payload = result.accounts_with_balances
+        payload.response_details.status = PARTIAL if self.partial else model_pb2.RESPONSE_STATUS_COMPLETE
+        accounts = payload.accounts
+        for detail in self.details:
+            if detail is not None:
+                accounts.add().CopyFrom(detail)
+        self.fanout.deliver(self.ctx, event)
+
+
+class _DetailsHandler:
+    __slots__ = ("call", "index")
+
+    def __init__(self, call: _AccountsWithBalances, index: int) -> None:
+        self.call = call
+        self.index = index
+
+    def __call__(self, response: bank_pb2.BankResponse) -> None:
+        self.call.on_details(self.index, response)
+
+
+def _detail_from(account: model_pb2.Account) -> model_pb2.AccountDetail:
+    """An account the bank did not deliver digitally, as a detail without balances."""
+    detail = model_pb2.AccountDetail(
+        status=account.status,
+        account_identifier=account.account_identifier,
+        account_reference=account.account_reference,
+        type=account.type,
+    )
+    if account.HasField("servicer"):
+        detail.servicer.CopyFrom(account.servicer)
+    if account.HasField("currency"):
+        detail.currency = account.currency
+    if account.HasField("name"):
+        detail.name = account.name
+    if account.HasField("primary_owner"):
+        detail.primary_owner.CopyFrom(account.primary_owner)
+    return detail
+
+
+_CALLS: Final[Mapping[int, type[_Call]]] = {
+    Op.OPERATION_ACCOUNTS: _Accounts,
+    Op.OPERATION_ACCOUNT_DETAILS: _Details,
+    Op.OPERATION_TRANSACTIONS: _Transactions,
+    Op.OPERATION_CARDS: _Cards,
+    Op.OPERATION_ROLES: _Roles,
+    Op.OPERATION_ACCOUNTS_WITH_BALANCES: _AccountsWithBalances,
+}

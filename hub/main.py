@@ -1,0 +1,38 @@
+"""Running the hub as a process: uvloop, signals, a clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+import uvloop
+
+from hub.config import HubConfig
+from hub.server import Hub
+
+log = logging.getLogger(__name__)
+
+
+async def _serve(config: HubConfig, port_file: Path | None) -> None:
+    hub = await Hub.start(config)
+    if port_file is not None:
+        # Written whole, then renamed: a reader never sees a half-written port.
+        tmp = port_file.with_suffix(".tmp")
+        tmp.write_text(str(hub.port))
+        os.replace(tmp, port_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping the hub")
+    await hub.stop(grace=5.0)
+
+
+def serve(config: HubConfig, port_file: Path | None = None) -> int:
+    """Serves until SIGTERM or SIGINT; returns the process exit code."""
+    uvloop.run(_serve(config, port_file))
+    return 0

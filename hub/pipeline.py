@@ -1,0 +1,75 @@
+"""The request path in one place: the stages a query passes, and why in this order.
+
+Ingress (per batch of queries from one agency message)::
+
+    validate -> resolve banks (KAR) -> fan-out
+
+Egress (per batch of events emitted during one loop turn)::
+
+    respond (encode, hand to the agency's stream)
+
+Validation comes first so nothing downstream ever sees a malformed query, and a refused
+query never reaches KAR or a bank. Resolve comes before fan-out because fan-out needs the
+bank list. On the way out, respond is last: whatever later stages add (filtering, audit)
+must happen before bytes leave the hub.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+import grpc
+
+from hub.banks import BankClient
+from hub.context import QueryContext, Refusal
+from hub.fanout import FanoutStage, summary
+from hub.kar import Kar
+from hub.resolve import ResolveStage
+from hub.respond import Egress, RespondStage
+from hub.validate import ValidateStage
+
+log = logging.getLogger(__name__)
+
+#: An inbound stage: takes the live queries of a batch, returns those that go on; a query it
+#: stops carries a refusal.
+IngressStage = Callable[[list[QueryContext]], Awaitable[list[QueryContext]]]
+
+_INTERNAL = Refusal(grpc.StatusCode.INTERNAL, "ACC-500", "internal error in the hub")
+
+
+class Pipeline:
+    def __init__(self, ingress: Sequence[IngressStage], egress: Egress) -> None:
+        self.ingress = tuple(ingress)
+        self.egress = egress
+
+    async def admit(self, batch: list[QueryContext]) -> None:
+        """Runs the batch through the inbound stages; every refused query (here or before,
+        e.g. a duplicate id) gets its summary with the refusal."""
+        live = [ctx for ctx in batch if ctx.refusal is None]
+        try:
+            for stage in self.ingress:
+                if not live:
+                    break
+                live = await stage(live)
+        except Exception:
+            log.exception("inbound stage failed for a batch of %d queries", len(live))
+            for ctx in live:
+                if ctx.request_context is None:  # not yet handed to any bank
+                    ctx.refusal = _INTERNAL
+        for ctx in batch:
+            if ctx.refusal is not None:
+                self.egress.emit(ctx, summary(ctx))
+
+    async def close(self) -> None:
+        await self.egress.close()
+
+
+def build_pipeline(kar: Kar, banks: Mapping[str, BankClient]) -> Pipeline:
+    egress = Egress([RespondStage()])
+    ingress: list[IngressStage] = [
+        ValidateStage(),
+        ResolveStage(kar),
+        FanoutStage(banks, egress.emit),
+    ]
+    return Pipeline(ingress, egress)

@@ -1,0 +1,174 @@
+"""The outbound side: the egress that batches events through the outbound stages, the last
+stage (respond: encode and hand to the agency's stream), and the two kinds of stream.
+
+Events are encoded once, here, to the bytes the agency receives; the streams frame those
+bytes into response messages without re-encoding them (the gRPC handlers are registered with
+an identity serializer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final
+
+from dsop.hub.v1 import hub_pb2
+from hub.context import QueryContext
+
+log = logging.getLogger(__name__)
+
+#: One event of one query on its way out.
+Outgoing = tuple[QueryContext, hub_pb2.QueryEvent]
+#: An outbound stage: takes a batch of events, returns those that go on.
+EgressStage = Callable[[list[Outgoing]], Awaitable[list[Outgoing]]]
+
+MAX_EVENTS_PER_MESSAGE: Final = 1000
+MAX_BYTES_PER_MESSAGE: Final = 4 * 1024 * 1024
+
+
+def frame(field_number: int, payload: bytes) -> bytes:
+    """``payload`` as a length-delimited protobuf field: how a message embeds a sub-message."""
+    size = len(payload)
+    head = bytearray([(field_number << 3) | 2])
+    while size > 0x7F:
+        head.append((size & 0x7F) | 0x80)
+        size >>= 7
+    head.append(size)
+    return bytes(head) + payload
+
+
+class Egress:
+    """Collects the events emitted during one turn of the event loop into one batch and runs
+    the outbound stages over it, batch after batch, in order (a query's summary never
+    overtakes its results)."""
+
+    def __init__(self, stages: Sequence[EgressStage]) -> None:
+        self._stages = tuple(stages)
+        self._buffer: list[Outgoing] = []
+        self._queue: asyncio.Queue[list[Outgoing]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self.batches = 0
+
+    def emit(self, ctx: QueryContext, event: hub_pb2.QueryEvent) -> None:
+        if not self._buffer:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._buffer.append((ctx, event))
+
+    def _flush(self) -> None:
+        batch, self._buffer = self._buffer, []
+        if not batch:
+            return
+        self._queue.put_nowait(batch)
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._queue.get()
+            self.batches += 1
+            try:
+                for stage in self._stages:
+                    batch = await stage(batch)
+            except Exception:
+                log.exception("outbound stage failed; %d events dropped", len(batch))
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+
+
+class RespondStage:
+    """Encodes each event and hands it to its query's stream; after a summary, tells the
+    stream the query is finished."""
+
+    async def __call__(self, batch: list[Outgoing]) -> list[Outgoing]:
+        for ctx, event in batch:
+            ctx.sink.send(event.SerializeToString())
+            if event.HasField("summary"):
+                ctx.sink.finished(ctx)
+        return batch
+
+
+class StreamSink:
+    """The outbox of one agency ``QueryStream``: events framed as ``QueryStreamResponse``
+    messages of up to MAX_EVENTS_PER_MESSAGE events.
+
+    ``window`` bounds the queries in flight on the stream: the reader of the agency's requests
+    waits for room, so an agency that sends faster than banks answer slows its own stream.
+    """
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.in_flight: dict[str, QueryContext] = {}
+        self._events: list[bytes] = []
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._closing = False
+
+    def admit(self, ctx: QueryContext) -> bool:
+        """Registers a query; False when its id is already in flight on this stream."""
+        query_id = ctx.query.query_id
+        if query_id in self.in_flight:
+            return False
+        self.in_flight[query_id] = ctx
+        if len(self.in_flight) >= self.window:
+            self._room.clear()
+        return True
+
+    async def wait_for_room(self) -> None:
+        await self._room.wait()
+
+    def send(self, event: bytes) -> None:
+        self._events.append(frame(1, event))
+        self._wake.set()
+
+    def finished(self, ctx: QueryContext) -> None:
+        if self.in_flight.get(ctx.query.query_id) is ctx:
+            del self.in_flight[ctx.query.query_id]
+        if len(self.in_flight) < self.window:
+            self._room.set()
+        if self._closing and not self.in_flight:
+            self._wake.set()
+
+    def close(self) -> None:
+        """No more queries will come; the stream ends once those in flight are answered."""
+        self._closing = True
+        self._wake.set()
+
+    async def messages(self) -> Sequence[bytes]:
+        """Encoded ``QueryStreamResponse`` messages ready now; empty when the stream is done."""
+        while not self._events:
+            if self._closing and not self.in_flight:
+                return ()
+            self._wake.clear()
+            await self._wake.wait()
+        events, self._events = self._events, []
+        out = []
+        start = size = 0
+        for index, item in enumerate(events):
+            size += len(item)
+            if index - start + 1 >= MAX_EVENTS_PER_MESSAGE or size >= MAX_BYTES_PER_MESSAGE:
+                out.append(b"".join(events[start : index + 1]))
+                start, size = index + 1, 0
+        if start < len(events):
+            out.append(b"".join(events[start:]))
+        return out
+
+
+class SingleSink:
+    """The outbox of one ``Query`` call: each event is one ``QueryResponse``."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[bytes | QueryContext] = asyncio.Queue()
+
+    def send(self, event: bytes) -> None:
+        self._queue.put_nowait(frame(1, event))
+
+    def finished(self, ctx: QueryContext) -> None:
+        self._queue.put_nowait(ctx)
+
+    async def next(self) -> bytes | QueryContext:
+        """The next encoded ``QueryResponse``, or the finished query's context."""
+        return await self._queue.get()

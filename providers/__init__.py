@@ -1,0 +1,1 @@
+"""The bank side: the provider base class, hosting, and the synthetic bank simulator."""

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import asyncio
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dsop.hub.v1 import hub_pb2
+from hub.context import QueryContext
+from hub.respond import MAX_EVENTS_PER_MESSAGE, StreamSink, frame
+
+
+@given(st.text(max_size=40_000), st.text(max_size=300))
+def test_frame_matches_protobufs_own_encoding(bank_id: str, query_id: str) -> None:
+    event = hub_pb2.QueryEvent()
+    event.result.bank_id = bank_id
+    event.result.query_id = query_id
+    expected = hub_pb2.QueryResponse(event=event).SerializeToString()
+    assert frame(1, event.SerializeToString()) == expected
+
+
+def _ctx(sink: StreamSink, query_id: str) -> QueryContext:
+    return QueryContext(hub_pb2.Query(query_id=query_id), sink, 0)
+
+
+async def test_stream_sink_refuses_a_duplicate_id_and_keeps_the_original() -> None:
+    sink = StreamSink(window=10)
+    first = _ctx(sink, "a")
+    duplicate = _ctx(sink, "a")
+    assert sink.admit(first)
+    assert not sink.admit(duplicate)
+    sink.finished(duplicate)  # the duplicate's refusal must not end the original
+    assert "a" in sink.in_flight
+    sink.finished(first)
+    assert not sink.in_flight
+
+
+async def test_stream_sink_splits_messages_and_ends_when_closed_and_idle() -> None:
+    sink = StreamSink(window=10)
+    ctx = _ctx(sink, "a")
+    sink.admit(ctx)
+    events = []
+    for index in range(MAX_EVENTS_PER_MESSAGE + 5):
+        event = hub_pb2.QueryEvent()
+        event.result.query_id = "a"
+        event.result.bank_id = str(index)
+        events.append(event)
+        sink.send(event.SerializeToString())
+    messages = await sink.messages()
+    assert len(messages) == 2
+    received = [e for m in messages for e in hub_pb2.QueryStreamResponse.FromString(m).events]
+    assert received == events
+    sink.close()
+    waiter = asyncio.ensure_future(sink.messages())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()  # a query is still in flight
+    sink.finished(ctx)
+    assert await asyncio.wait_for(waiter, 1) == ()
+
+
+async def test_stream_sink_window_blocks_the_reader_until_room() -> None:
+    sink = StreamSink(window=2)
+    a, b = _ctx(sink, "a"), _ctx(sink, "b")
+    sink.admit(a)
+    sink.admit(b)
+    waiter = asyncio.ensure_future(sink.wait_for_room())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    sink.finished(a)
+    await asyncio.wait_for(waiter, 1)

@@ -1,0 +1,76 @@
+"""Test support: the running environment the fixtures build, and provider wrappers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clients.client import ClientTls, HubClient
+from hub.server import Hub
+from providers.base import BankProvider
+from providers.server import HostedBank
+from providers.synthetic.dataset import SyntheticDataset
+from providers.synthetic.universe import BankInfo
+
+SEED = 11
+BANKS = 12
+
+
+@dataclass
+class Env:
+    """A hub with synthetic banks behind it, all on loopback with mutual TLS."""
+
+    dataset: SyntheticDataset
+    infos: list[BankInfo]
+    hub: Hub
+    banks: list[HostedBank]
+    cert_dir: Path
+    calls: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def target(self) -> str:
+        return f"localhost:{self.hub.port}"
+
+    def client_tls(self, agency: str = "974761076") -> ClientTls:
+        return ClientTls(
+            ca=(self.cert_dir / "ca.pem").read_bytes(),
+            cert=(self.cert_dir / f"agency-{agency}.pem").read_bytes(),
+            key=(self.cert_dir / f"agency-{agency}.key").read_bytes(),
+        )
+
+    def client(self) -> HubClient:
+        return HubClient(self.target, tls=self.client_tls())
+
+
+class Recording(BankProvider):
+    """Wraps a provider and records which API each request reached (by bank id)."""
+
+    def __init__(self, inner: BankProvider, calls: dict[str, list[str]]) -> None:
+        self.inner = inner
+        self.bank_id = inner.bank_id
+        self.log = calls.setdefault(inner.bank_id, [])
+
+    async def list_accounts(self, request):  # type: ignore[no-untyped-def]
+        self.log.append("accounts")
+        return await self.inner.list_accounts(request)
+
+    async def get_account_details(self, request):  # type: ignore[no-untyped-def]
+        self.log.append("account_details")
+        return await self.inner.get_account_details(request)
+
+    async def list_transactions(self, request):  # type: ignore[no-untyped-def,override]
+        self.log.append("transactions")
+        async for page in self.inner.list_transactions(request):
+            yield page
+
+    async def list_cards(self, request):  # type: ignore[no-untyped-def]
+        self.log.append("cards")
+        return await self.inner.list_cards(request)
+
+    async def list_roles(self, request):  # type: ignore[no-untyped-def]
+        self.log.append("roles")
+        return await self.inner.list_roles(request)
+
+
+EnvFactory = Callable[..., Awaitable[Env]]
