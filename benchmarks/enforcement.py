@@ -521,6 +521,7 @@ def run(args: argparse.Namespace) -> int:
     print("preparing queries", file=sys.stderr)
     workload = prepare(options)
     with tempfile.TemporaryDirectory(prefix="dsop-bench-") as tmp, Children() as children:
+        print(f"working in {tmp}", file=sys.stderr)
         try:
             result = uvloop.run(_run(options, workload, Path(tmp), children))
         except ChildFailed as exc:

@@ -1,3 +1,5 @@
-from clients.cli import main
 import sys
+
+from clients.cli import main
+
 sys.exit(main())

@@ -6,11 +6,9 @@ import argparse
 import asyncio
 import csv
 import logging
-import os
-import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -69,7 +67,9 @@ def _client_tls(args: argparse.Namespace, service: str | None = None) -> ClientT
 def _add_server_tls(parser: argparse.ArgumentParser, name: str) -> None:
     group = parser.add_argument_group("TLS (on by default)")
     group.add_argument(
-        "--certs", type=Path, help=f"directory made by `dsop certs init` (uses {name}.pem/.key, ca.pem)"
+        "--certs",
+        type=Path,
+        help=f"directory made by `dsop certs init` (uses {name}.pem/.key, ca.pem)",
     )
     group.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
     group.add_argument("--tls-key", type=Path, help="server private key (PEM)")
@@ -105,7 +105,9 @@ def _bank_simulate(args: argparse.Namespace) -> int:
     if args.insecure:
         _warn_insecure("the bank simulator")
     elif args.certs is None and args.tls_cert is None:
-        raise UsageError("TLS is on by default: give --certs DIR or --tls-cert/--tls-key, or --insecure")
+        raise UsageError(
+            "TLS is on by default: give --certs DIR or --tls-cert/--tls-key, or --insecure"
+        )
     options = SimulateOptions(
         banks=args.banks,
         seed=args.seed,
@@ -132,7 +134,9 @@ def _hub_serve(args: argparse.Namespace) -> int:
     tls = bank_tls = None
     if not args.insecure:
         if certs is None and args.tls_cert is None:
-            raise UsageError("TLS is on by default: give --certs DIR or --tls-cert/--tls-key, or --insecure")
+            raise UsageError(
+                "TLS is on by default: give --certs DIR or --tls-cert/--tls-key, or --insecure"
+            )
         tls = TlsFiles(
             cert=args.tls_cert or certs / "hub.pem",
             key=args.tls_key or certs / "hub.key",
@@ -182,7 +186,9 @@ def _query_from_args(args: argparse.Namespace) -> hub_pb2.Query:
 
 async def _run_query(args: argparse.Namespace, out: TextIO) -> int:
     query = _query_from_args(args)
-    async with HubClient(args.hub, tls=_client_tls(args, args.service), insecure=args.insecure) as hub:
+    async with HubClient(
+        args.hub, tls=_client_tls(args, args.service), insecure=args.insecure
+    ) as hub:
         try:
             async for event in hub.query(query, timeout=args.timeout):
                 if args.json:
@@ -197,7 +203,12 @@ async def _run_query(args: argparse.Namespace, out: TextIO) -> int:
 
 # -- dsop batch ---------------------------------------------------------------------------
 
-_ALIASES = {"from_date": "from_date", "fromDate": "from_date", "to_date": "to_date", "toDate": "to_date"}
+_ALIASES = {
+    "from_date": "from_date",
+    "fromDate": "from_date",
+    "to_date": "to_date",
+    "toDate": "to_date",
+}
 
 
 def _query_from_record(record: dict[str, Any], where: str) -> hub_pb2.Query:
@@ -354,7 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_tls(b)
     b.set_defaults(run=lambda a: asyncio.run(_run_batch(a)))
 
-    hub = commands.add_parser("hub", help="run the hub").add_subparsers(dest="hub_command", required=True)
+    hub = commands.add_parser("hub", help="run the hub").add_subparsers(
+        dest="hub_command", required=True
+    )
     serve = hub.add_parser("serve", help="serve the hub")
     serve.add_argument("--listen", default="127.0.0.1:50050", help="host:port (port 0: any)")
     serve.add_argument("--registry", type=Path, required=True, help="bank registry (JSON)")
@@ -369,7 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server_tls(serve, "hub")
     serve.set_defaults(run=_hub_serve)
 
-    bank = commands.add_parser("bank", help="bank tools").add_subparsers(dest="bank_command", required=True)
+    bank = commands.add_parser("bank", help="bank tools").add_subparsers(
+        dest="bank_command", required=True
+    )
     sim = bank.add_parser("simulate", help="host synthetic banks (and a KAR)")
     sim.add_argument("--banks", type=int, default=20)
     sim.add_argument("--seed", type=int, default=1)

@@ -60,7 +60,9 @@ def make_query(
     banks: Iterable[str] = (),
     reference_date: str | None = None,
     additional_reference_id: str | None = None,
-    additional_reference_id_type: bank_pb2.AdditionalReferenceIdType.ValueType = 0,
+    additional_reference_id_type: bank_pb2.AdditionalReferenceIdType.ValueType = (
+        bank_pb2.ADDITIONAL_REFERENCE_ID_TYPE_UNSPECIFIED
+    ),
 ) -> hub_pb2.Query:
     """A query with fresh uuids for whatever ids are not given."""
     correlation = correlation_id or str(uuid.uuid4())

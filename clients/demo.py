@@ -58,7 +58,9 @@ def _tls(certs: Path, service: str) -> ClientTls:
     )
 
 
-async def _ask(target: str, certs: Path, title: str, query: hub_pb2.Query) -> list[hub_pb2.QueryEvent]:
+async def _ask(
+    target: str, certs: Path, title: str, query: hub_pb2.Query
+) -> list[hub_pb2.QueryEvent]:
     print(f"\n== {title}")
     print(f"   service {query.service}, operation {hub_pb2.Operation.Name(query.operation)}")
     events = []
@@ -90,13 +92,13 @@ async def _queries(target: str, certs: Path, banks: int, seed: int) -> None:
             party_id=party,
         ),
     )
-    tax = dict(
-        service="skatt-kontroll",
-        legal_mandate=MANDATES["skatt-kontroll"],
-        requester_id="saksbehandler-4711",
-        from_date=(today - dt.timedelta(days=90)).isoformat(),
-        to_date=today.isoformat(),
-    )
+    tax = {
+        "service": "skatt-kontroll",
+        "legal_mandate": MANDATES["skatt-kontroll"],
+        "requester_id": "saksbehandler-4711",
+        "from_date": (today - dt.timedelta(days=90)).isoformat(),
+        "to_date": today.isoformat(),
+    }
     events = await _ask(
         target,
         certs,
@@ -121,7 +123,10 @@ async def _queries(target: str, certs: Path, banks: int, seed: int) -> None:
         return
     bank_id, reference = account
     for operation, title in (
-        (hub_pb2.OPERATION_TRANSACTIONS, "Tax audit: the last 90 days of transactions on one account"),
+        (
+            hub_pb2.OPERATION_TRANSACTIONS,
+            "Tax audit: the last 90 days of transactions on one account",
+        ),
         (hub_pb2.OPERATION_CARDS, "Tax audit: cards on that account"),
         (hub_pb2.OPERATION_ROLES, "Tax audit: who may use or see that account"),
     ):

@@ -51,10 +51,15 @@ def _accounts_table(rows: Iterable[tuple[str, str, str, str, str]]) -> list[str]
     header = ("account", "type", "status", "balance", "currency")
     table = [header, *rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    return ["    " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in table]
+    return [
+        "    " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+        for row in table
+    ]
 
 
-def _detail_rows(details: Iterable[model_pb2.AccountDetail]) -> list[tuple[str, str, str, str, str]]:
+def _detail_rows(
+    details: Iterable[model_pb2.AccountDetail],
+) -> list[tuple[str, str, str, str, str]]:
     rows = []
     for detail in details:
         balances = {b.type: b for b in detail.balances}
@@ -113,12 +118,15 @@ def render_event(event: hub_pb2.QueryEvent, *, max_rows: int = 10) -> list[str]:
         lines += _accounts_table(_detail_rows([r.account_details.account]))
     elif kind == "transactions":
         txs = r.transactions.transactions
-        lines.append(f"    {len(txs)} transactions in this page{' (more follow)' if r.has_more else ''}")
+        lines.append(
+            f"    {len(txs)} transactions in this page{' (more follow)' if r.has_more else ''}"
+        )
         for tx in txs[:max_rows]:
             sign = "-" if tx.credit_debit_indicator == model_pb2.CREDIT_OR_DEBIT_DEBIT else "+"
             label = tx.transaction_code.free_text or "-"
             who = tx.merchant or (tx.counter_parties[0].name if tx.counter_parties else "")
-            lines.append(f"    {tx.booking_date[:10]}  {sign}{tx.amount:>12} {tx.currency}  {label:<18} {who}")
+            amount = f"{sign}{tx.amount:>12} {tx.currency}"
+            lines.append(f"    {tx.booking_date[:10]}  {amount}  {label:<18} {who}")
         if len(txs) > max_rows:
             lines.append(f"    … {len(txs) - max_rows} more")
     elif kind == "cards":

@@ -51,9 +51,9 @@ class BankClient(Protocol):
     async def close(self) -> None: ...
 
 
-def failure(request_id: int, code: str, status: grpc.StatusCode, message: str) -> (
-    bank_pb2.BankResponse
-):
+def failure(
+    request_id: int, code: str, status: grpc.StatusCode, message: str
+) -> bank_pb2.BankResponse:
     """An answer the hub makes up for a request the bank could not answer."""
     return bank_pb2.BankResponse(
         id=request_id,
@@ -130,7 +130,11 @@ class GrpcBankClient:
                         reader = asyncio.get_running_loop().create_task(self._read(call))
                     try:
                         await call.write(batch)
-                    except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
+                    except (
+                        grpc.aio.AioRpcError,
+                        grpc.aio.UsageError,
+                        asyncio.InvalidStateError,
+                    ) as exc:
                         # This batch never reached the bank; the reader sees the same break
                         # and fails what was in flight.
                         self._fail_batch(batch, _describe(exc))
@@ -150,7 +154,7 @@ class GrpcBankClient:
                 else grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
             )
         stub = bank_pb2_grpc.BankServiceStub(self._channel)
-        return stub.Exchange()  # type: ignore[return-value]
+        return stub.Exchange()
 
     async def _read(self, call: _ExchangeCall) -> None:
         pending = self._pending

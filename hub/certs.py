@@ -39,7 +39,9 @@ def _key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _write(directory: Path, name: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+def _write(
+    directory: Path, name: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
+) -> None:
     (directory / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path = directory / f"{name}.key"
     key_path.write_bytes(
@@ -54,6 +56,7 @@ def _write(directory: Path, name: str, cert: x509.Certificate, key: ec.EllipticC
 
 def _issue(
     subject: x509.Name,
+    *,
     key: ec.EllipticCurvePrivateKey,
     ca_cert: x509.Certificate,
     ca_key: ec.EllipticCurvePrivateKey,
@@ -103,9 +106,15 @@ def init(directory: Path, agencies: dict[str, str] | None = None) -> list[Path]:
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -116,7 +125,12 @@ def init(directory: Path, agencies: dict[str, str] | None = None) -> list[Path]:
     for name, usages in (("hub", (server, client)), ("bank", (server,))):
         key = _key()
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"dsop {name}")])
-        _write(directory, name, _issue(subject, key, ca_cert, ca_key, usages, sans=True), key)
+        _write(
+            directory,
+            name,
+            _issue(subject, key=key, ca_cert=ca_cert, ca_key=ca_key, usages=usages, sans=True),
+            key,
+        )
     for orgno, org_name in (agencies if agencies is not None else AGENCIES).items():
         key = _key()
         subject = x509.Name(
@@ -126,6 +140,8 @@ def init(directory: Path, agencies: dict[str, str] | None = None) -> list[Path]:
                 x509.NameAttribute(NameOID.ORGANIZATION_IDENTIFIER, f"{ORG_PREFIX}{orgno}"),
             ]
         )
-        cert = _issue(subject, key, ca_cert, ca_key, (client,), sans=False)
+        cert = _issue(
+            subject, key=key, ca_cert=ca_cert, ca_key=ca_key, usages=(client,), sans=False
+        )
         _write(directory, f"agency-{orgno}", cert, key)
     return sorted(directory.iterdir())

@@ -57,16 +57,14 @@ class Refusal:
             packed = any_pb2.Any()
             packed.Pack(bad_request)
             details.append(packed)
-        return status_pb2.Status(
-            code=self.status.value[0], message=self.message, details=details
-        )
+        return status_pb2.Status(code=self.status.value[0], message=self.message, details=details)
 
 
 class EventSink(Protocol):
     """Where a query's encoded events go: the agency's stream."""
 
-    def send(self, event: bytes) -> None:
-        """Queues one encoded ``QueryEvent``."""
+    def send(self, ctx: QueryContext, event: bytes) -> None:
+        """Queues one encoded ``QueryEvent`` of the query."""
 
     def finished(self, ctx: QueryContext) -> None:
         """Called once per query, after its summary was sent."""

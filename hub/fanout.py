@@ -85,7 +85,9 @@ class FanoutStage:
 
     # -- what calls report ---------------------------------------------------------------
 
-    def result(self, ctx: QueryContext, bank_id: str) -> tuple[hub_pb2.QueryEvent, hub_pb2.BankResult]:
+    def result(
+        self, ctx: QueryContext, bank_id: str
+    ) -> tuple[hub_pb2.QueryEvent, hub_pb2.BankResult]:
         """A new result event for the bank, to fill in and pass to :meth:`deliver`."""
         event = hub_pb2.QueryEvent()
         result = event.result
@@ -93,9 +95,7 @@ class FanoutStage:
         result.bank_id = bank_id
         return event, result
 
-    def deliver(
-        self, ctx: QueryContext, event: hub_pb2.QueryEvent, *, final: bool = True
-    ) -> None:
+    def deliver(self, ctx: QueryContext, event: hub_pb2.QueryEvent, *, final: bool = True) -> None:
         self.emit(ctx, event)
         if final:
             result = event.result
@@ -140,7 +140,9 @@ def summary(ctx: QueryContext) -> hub_pb2.QueryEvent:
 
 
 def _outcome(details: model_pb2.ResponseDetails) -> hub_pb2.BankOutcome.ValueType:
-    return Outcome.BANK_OUTCOME_PARTIAL if details.status == PARTIAL else Outcome.BANK_OUTCOME_COMPLETE
+    return (
+        Outcome.BANK_OUTCOME_PARTIAL if details.status == PARTIAL else Outcome.BANK_OUTCOME_COMPLETE
+    )
 
 
 class _Call:
@@ -170,7 +172,9 @@ class _Call:
         body.only_primary_owner = query.only_primary_owner
         body.period.CopyFrom(query.period)
 
-    def _account_request(self, field: str, on_response: Callable[[bank_pb2.BankResponse], None]) -> None:
+    def _account_request(
+        self, field: str, on_response: Callable[[bank_pb2.BankResponse], None]
+    ) -> None:
         ctx = self.ctx
         request = self.client.request(on_response)
         body = getattr(request, field)
@@ -262,7 +266,9 @@ class _Transactions(_Call):
         page = response.transactions
         self.partial |= page.response_details.status == PARTIAL
         event, result = self.fanout.result(self.ctx, self.bank_id)
-        result.outcome = Outcome.BANK_OUTCOME_PARTIAL if self.partial else Outcome.BANK_OUTCOME_COMPLETE
+        result.outcome = (
+            Outcome.BANK_OUTCOME_PARTIAL if self.partial else Outcome.BANK_OUTCOME_COMPLETE
+        )
         result.has_more = response.has_more
         result.transactions.CopyFrom(page)
         self.fanout.deliver(self.ctx, event, final=not response.has_more)
@@ -327,9 +333,13 @@ class _AccountsWithBalances(_Call):
 
     def _finish(self) -> None:
         event, result = self.fanout.result(self.ctx, self.bank_id)
-        result.outcome = Outcome.BANK_OUTCOME_PARTIAL if self.partial else Outcome.BANK_OUTCOME_COMPLETE
+        result.outcome = (
+            Outcome.BANK_OUTCOME_PARTIAL if self.partial else Outcome.BANK_OUTCOME_COMPLETE
+        )
         payload = result.accounts_with_balances
-        payload.response_details.status = PARTIAL if self.partial else model_pb2.RESPONSE_STATUS_COMPLETE
+        payload.response_details.status = (
+            PARTIAL if self.partial else model_pb2.RESPONSE_STATUS_COMPLETE
+        )
         accounts = payload.accounts
         for detail in self.details:
             if detail is not None:

@@ -14,8 +14,8 @@ from typing import Protocol
 
 import grpc
 
-from dsop.kar.v1 import kar_pb2, kar_pb2_grpc
 from dsop.hub.v1 import hub_pb2
+from dsop.kar.v1 import kar_pb2, kar_pb2_grpc
 from hub.clock import period_dates
 
 

@@ -74,9 +74,7 @@ class Registry:
             protocol = entry.get("protocol", "grpc")
             if protocol not in PROTOCOLS:
                 raise RegistryError(f"{where}.protocol: must be one of {sorted(PROTOCOLS)}")
-            banks[entry["id"]] = BankEndpoint(
-                entry["id"], entry["name"], entry["target"], protocol
-            )
+            banks[entry["id"]] = BankEndpoint(entry["id"], entry["name"], entry["target"], protocol)
         synthetic = raw.get("synthetic")
         if synthetic is None:
             return cls(banks)

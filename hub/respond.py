@@ -84,7 +84,7 @@ class RespondStage:
 
     async def __call__(self, batch: list[Outgoing]) -> list[Outgoing]:
         for ctx, event in batch:
-            ctx.sink.send(event.SerializeToString())
+            ctx.sink.send(ctx, event.SerializeToString())
             if event.HasField("summary"):
                 ctx.sink.finished(ctx)
         return batch
@@ -120,7 +120,7 @@ class StreamSink:
     async def wait_for_room(self) -> None:
         await self._room.wait()
 
-    def send(self, event: bytes) -> None:
+    def send(self, ctx: QueryContext, event: bytes) -> None:
         self._events.append(frame(1, event))
         self._wake.set()
 
@@ -163,8 +163,9 @@ class SingleSink:
     def __init__(self) -> None:
         self._queue: asyncio.Queue[bytes | QueryContext] = asyncio.Queue()
 
-    def send(self, event: bytes) -> None:
-        self._queue.put_nowait(frame(1, event))
+    def send(self, ctx: QueryContext, event: bytes) -> None:
+        if ctx.refusal is None:  # a refused single query ends in an error status instead
+            self._queue.put_nowait(frame(1, event))
 
     def finished(self, ctx: QueryContext) -> None:
         self._queue.put_nowait(ctx)

@@ -134,6 +134,7 @@ class Hub:
 
     def __init__(
         self,
+        *,
         config: HubConfig,
         server: grpc.aio.Server,
         port: int,
@@ -185,7 +186,7 @@ class Hub:
         )
         await server.start()
         log.info("hub listening on port %d with %d banks", port, len(banks))
-        return cls(config, server, port, pipeline, banks, kar)
+        return cls(config=config, server=server, port=port, pipeline=pipeline, banks=banks, kar=kar)
 
     async def stop(self, grace: float | None = 1.0) -> None:
         await self.server.stop(grace)
@@ -197,4 +198,3 @@ class Hub:
     async def wait(self) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await self.server.wait_for_termination()
-

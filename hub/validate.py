@@ -22,7 +22,12 @@ from hub.identifiers import is_valid_organisation_number, party_kind
 Op = hub_pb2.Operation
 #: Operations on one account: the accountReference is the bank's, so exactly one bank.
 ACCOUNT_OPERATIONS: Final = frozenset(
-    {Op.OPERATION_ACCOUNT_DETAILS, Op.OPERATION_TRANSACTIONS, Op.OPERATION_CARDS, Op.OPERATION_ROLES}
+    {
+        Op.OPERATION_ACCOUNT_DETAILS,
+        Op.OPERATION_TRANSACTIONS,
+        Op.OPERATION_CARDS,
+        Op.OPERATION_ROLES,
+    }
 )
 KNOWN_OPERATIONS: Final = frozenset(Op.values()) - {Op.OPERATION_UNSPECIFIED}
 MAX_ID_LENGTH: Final = 128
@@ -81,9 +86,9 @@ def check(query: hub_pb2.Query) -> Refusal | None:
         bad.append(FieldViolation("period.from_date", "must be a date, YYYY-MM-DD"))
     if not to_ok:
         bad.append(FieldViolation("period.to_date", "must be a date, YYYY-MM-DD"))
-    if from_ok and to_ok and period.from_date and period.to_date:
-        if period.from_date > period.to_date:
-            bad.append(FieldViolation("period", "from_date must not be after to_date"))
+    both = from_ok and to_ok and period.from_date and period.to_date
+    if both and period.from_date > period.to_date:
+        bad.append(FieldViolation("period", "from_date must not be after to_date"))
     if query.HasField("reference_date") and not _is_date(query.reference_date):
         bad.append(FieldViolation("reference_date", "must be a date, YYYY-MM-DD"))
     for index, bank in enumerate(query.banks):

@@ -92,23 +92,23 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
             await context.abort_with_status(rpc_status.to_status(exc.to_rpc_status()))
         except NotImplementedError:
             await context.abort_with_status(rpc_status.to_status(_unimplemented().to_rpc_status()))
-        except Exception as exc:  # noqa: BLE001 - mapped to INTERNAL in one place
+        except Exception as exc:
             await context.abort_with_status(rpc_status.to_status(_internal(exc).to_rpc_status()))
         raise AssertionError("unreachable: abort raises")
 
-    async def ListAccounts(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def ListAccounts(self, request, context):  # type: ignore[no-untyped-def]
         return await self._unary(self.provider.list_accounts, request, context)
 
-    async def GetAccountDetails(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def GetAccountDetails(self, request, context):  # type: ignore[no-untyped-def]
         return await self._unary(self.provider.get_account_details, request, context)
 
-    async def ListCards(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def ListCards(self, request, context):  # type: ignore[no-untyped-def]
         return await self._unary(self.provider.list_cards, request, context)
 
-    async def ListRoles(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def ListRoles(self, request, context):  # type: ignore[no-untyped-def]
         return await self._unary(self.provider.list_roles, request, context)
 
-    async def ListTransactions(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def ListTransactions(self, request, context):  # type: ignore[no-untyped-def]
         try:
             async for page in self.provider.list_transactions(request):
                 yield page
@@ -116,10 +116,10 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
             await context.abort_with_status(rpc_status.to_status(exc.to_rpc_status()))
         except NotImplementedError:
             await context.abort_with_status(rpc_status.to_status(_unimplemented().to_rpc_status()))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             await context.abort_with_status(rpc_status.to_status(_internal(exc).to_rpc_status()))
 
-    async def Exchange(self, request_iterator, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def Exchange(self, request_iterator, context):  # type: ignore[no-untyped-def]
         """Batches are answered concurrently (up to EXCHANGE_CONCURRENCY at once), the
         requests inside one batch in order; answers are written as they are ready."""
         out: asyncio.Queue[bank_pb2.ExchangeResponse | None] = asyncio.Queue(maxsize=64)
@@ -200,7 +200,7 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
                 _fail(response, request.id, exc.to_proto())
             except NotImplementedError:
                 _fail(response, request.id, _unimplemented().to_proto())
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 _fail(response, request.id, _internal(exc).to_proto())
             if items >= EXCHANGE_FLUSH_ITEMS:
                 await out.put(response)

@@ -77,9 +77,7 @@ class BankError(Exception):
         """The rich status: code, message and an ErrorInfo whose reason is the ACC code."""
         detail = any_pb2.Any()
         detail.Pack(error_details_pb2.ErrorInfo(reason=self.code, domain=ERROR_DOMAIN))
-        return status_pb2.Status(
-            code=self.status.value[0], message=self.message, details=[detail]
-        )
+        return status_pb2.Status(code=self.status.value[0], message=self.message, details=[detail])
 
 
 def status_from_code(value: int) -> grpc.StatusCode:

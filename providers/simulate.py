@@ -65,7 +65,9 @@ def _write_registry(options: SimulateOptions, ports: list[int]) -> None:
     os.replace(tmp, options.registry_out)
 
 
-async def _host(options: SimulateOptions, shard: int, shards: int, ready: object | None) -> list[int]:
+async def _host(
+    options: SimulateOptions, shard: int, shards: int, ready: object | None
+) -> list[int]:
     """Hosts this shard's banks (and the KAR on shard 0) until SIGTERM/SIGINT."""
     infos = make_banks(options.banks, options.seed)
     dataset = SyntheticDataset(options.seed, infos)
@@ -75,14 +77,19 @@ async def _host(options: SimulateOptions, shard: int, shards: int, ready: object
         hosted = []
         for index in range(shard, options.banks, shards):
             hosted += await start_banks(
-                synthetic_banks(dataset, [infos[index]]), options.host, options.base_port + index, tls
+                synthetic_banks(dataset, [infos[index]]),
+                options.host,
+                options.base_port + index,
+                tls,
             )
     else:
         hosted = await start_banks(synthetic_banks(dataset, mine), options.host, 0, tls)
     kar_server = None
     if options.kar_port is not None and shard == 0:
         kar_server = grpc.aio.server()
-        kar_pb2_grpc.add_KarServiceServicer_to_server(SyntheticKarServicer(dataset, infos), kar_server)
+        kar_pb2_grpc.add_KarServiceServicer_to_server(
+            SyntheticKarServicer(dataset, infos), kar_server
+        )
         address = f"{options.host}:{options.kar_port}"
         if tls is not None:
             kar_server.add_secure_port(address, tls.credentials())
@@ -128,7 +135,12 @@ def run(options: SimulateOptions) -> int:
     for ready in readies:
         ready.wait(timeout=120)
     _write_registry(options, [options.base_port + i for i in range(options.banks)])
-    log.info("%d banks in %d processes; registry at %s", options.banks, options.processes, options.registry_out)
+    log.info(
+        "%d banks in %d processes; registry at %s",
+        options.banks,
+        options.processes,
+        options.registry_out,
+    )
 
     def forward(signum: int, _frame: object) -> None:
         for child in children:

@@ -60,7 +60,7 @@ class SyntheticBank(BankProvider):
         except UnknownAccountError:
             raise _unknown() from None
 
-    async def list_transactions(  # type: ignore[override]
+    async def list_transactions(
         self, request: bank_pb2.ListTransactionsRequest
     ) -> AsyncIterator[bank_pb2.ListTransactionsResponse]:
         start, end = _period(request.period)
@@ -111,27 +111,28 @@ class SyntheticKarServicer(kar_pb2_grpc.KarServiceServicer):
             now = today()
             start = dt.date.fromisoformat(request.from_date) if request.from_date else now
             end = dt.date.fromisoformat(request.to_date) if request.to_date else now
+            valid = start <= end
         except ValueError:
-            start = end = None
-        if start is None or end is None or start > end:
+            valid = False
+        if not valid:
             result.error.error_code = "ERR-003"
             result.error.error_message = "Ugyldig periode eller datoformat"
             return result
         result.relationships.banks.extend(self.dataset.relations(request.customer_id, start, end))
         return result
 
-    async def GetCustomerRelationships(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def GetCustomerRelationships(self, request, context):  # type: ignore[no-untyped-def]
         result = self._lookup(request)
         if result.HasField("error"):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, result.error.error_code)
         return result.relationships
 
-    async def BatchGetCustomerRelationships(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def BatchGetCustomerRelationships(self, request, context):  # type: ignore[no-untyped-def]
         return kar_pb2.BatchGetCustomerRelationshipsResponse(
             results=[self._lookup(item) for item in request.requests]
         )
 
-    async def GetAccountServicingProvider(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def GetAccountServicingProvider(self, request, context):  # type: ignore[no-untyped-def]
         number = request.account_number
         bank = self._by_prefix.get(number[:4]) if is_valid_account_number(number) else None
         if bank is None:

@@ -12,7 +12,7 @@ from hub.config import HubConfig, TlsFiles
 from hub.registry import BankEndpoint, Registry, SyntheticDatasetRef
 from hub.server import Hub
 from providers.base import BankProvider
-from providers.server import ServerTls, start_banks, stop_banks
+from providers.server import HostedBank, ServerTls, start_banks, stop_banks
 from providers.simulator import synthetic_banks
 from providers.synthetic.dataset import SyntheticDataset
 from providers.synthetic.universe import BankInfo, make_banks
@@ -36,14 +36,13 @@ def dataset(bank_infos: list[BankInfo]) -> SyntheticDataset:
     return SyntheticDataset(SEED, bank_infos)
 
 
-
-
 @pytest.fixture
 async def make_env(
     tmp_path: Path, cert_dir: Path, dataset: SyntheticDataset, bank_infos: list[BankInfo]
 ) -> AsyncIterator[EnvFactory]:
     """Builds an Env; ``wrap`` may replace any bank's provider (slow, failing, ...)."""
     made: list[Env] = []
+    started: list[list[HostedBank]] = []
 
     async def factory(
         wrap: Callable[[BankProvider], BankProvider] | None = None, **hub_options: object
@@ -58,6 +57,7 @@ async def make_env(
             (cert_dir / "ca.pem").read_bytes(),
         )
         hosted = await start_banks(providers, "127.0.0.1", 0, tls)
+        started.append(hosted)
         registry = Registry(
             {
                 info.bank_id: BankEndpoint(info.bank_id, info.name, f"localhost:{bank.port}")
@@ -82,7 +82,8 @@ async def make_env(
     yield factory
     for env in made:
         await env.hub.stop(grace=None)
-        await stop_banks(env.banks)
+    for hosted in started:
+        await stop_banks(hosted)
 
 
 @pytest.fixture

@@ -114,7 +114,7 @@ class UnknownAccountError(LookupError):
 
 # Cumulative probabilities of 1..5 banks per party and 1..4 accounts per (bank, person).
 _BANK_COUNT_CUM: Final = (0.45, 0.78, 0.90, 0.95, 1.0)
-_ACCOUNT_COUNT_CUM: Final = (0.45, 0.80, 0.92, 1.0)
+_ACCOUNT_COUNT_CUM: Final = (0.40, 0.78, 0.91, 1.0)
 # Account kinds of a person's first account at a bank other than the main one, and of the
 # further accounts at any bank: (kind, weight).
 _FIRST_ELSEWHERE: Final[tuple[tuple[AccountKind, int], ...]] = (
@@ -144,6 +144,18 @@ _ORGNO: Final = _IDS.IDENTIFIER_TYPE_COUNTRY_IDENTIFICATION_CODE
 _USE_ALONE: Final = m.ACCOUNT_PERMISSION_TYPE_RIGHT_TO_USE_ALONE
 _USE_WITH_OTHER: Final = m.ACCOUNT_PERMISSION_TYPE_RIGHT_TO_USE_WITH_OTHER
 _SEE_ONLY: Final = m.ACCOUNT_PERMISSION_TYPE_RIGHT_TO_SEE_ONLY
+
+
+_MASK64: Final = (1 << 64) - 1
+
+
+def _mix(seed: int, value: int) -> int:
+    """A 64-bit hash of (seed, value): the splitmix64 finalizer, a stable and much cheaper
+    stand-in for blake2b where a per-call value (a day's balance) needs no generator."""
+    z = (seed + value * 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
 
 
 def _varint(value: int) -> bytes:
@@ -274,6 +286,7 @@ class SyntheticDataset:
         self._party = functools.lru_cache(maxsize=4 * cache_size)(self._make_party)
         self._profile = functools.lru_cache(maxsize=4 * cache_size)(self._make_profile)
         self._owned = functools.lru_cache(maxsize=cache_size)(self._make_owned)
+        self._signatories = functools.lru_cache(maxsize=1024)(self._make_signatories)
         self._pools: Pools | None = None
         self._bank_data = [SyntheticBankData(self, info, i) for i, info in enumerate(self.banks)]
         self._by_id = {b.info.bank_id: b for b in self._bank_data}
@@ -491,6 +504,11 @@ class SyntheticDataset:
             return ()
         return self._bank_data[bank_index].build_accounts(prof.party)
 
+    def _make_signatories(self, party_id: str) -> tuple[_Signatory, ...]:
+        p = self._party(party_id)
+        assert p is not None
+        return _signatories(self.seed, p)
+
     def _pools_(self) -> Pools:
         if self._pools is None:
             self._pools = Pools(self.seed, self.banks)
@@ -532,6 +550,9 @@ class SyntheticBankData:
         ).SerializeToString()
         self._issuer = m.Identifier(value=info.bank_id, type=_ORGNO, country_of_residence="NO")
         self._factory: TransactionFactory | None = None
+        # Cards are made on demand (card list, card transactions): most balance queries
+        # never look at them.
+        self._cards = functools.lru_cache(maxsize=4096)(self._make_cards)
 
     # -- the five APIs ----------------------------------------------------------------------
 
@@ -644,7 +665,9 @@ class SyntheticBankData:
         a = self._lookup(account_reference)
         parts = [_COMPLETE]
         parts.extend(
-            _field(_CARDS_FIELD, c.wire) for c in a.cards if c.overlaps(from_date, to_date)
+            _field(_CARDS_FIELD, c.wire)
+            for c in self._cards(a.holder, a.index)
+            if c.overlaps(from_date, to_date)
         )
         return bank_pb2.ListCardsResponse.FromString(b"".join(parts))
 
@@ -697,7 +720,7 @@ class SyntheticBankData:
 
     def _booked_cents(self, a: AccountFacts, day: dt.date) -> int:
         """The booked balance at the end of ``day``, signed (negative = debit)."""
-        u = stable_int(a.tx_key, day.toordinal()) / 2.0**64
+        u = _mix(a.tx_seed, day.toordinal()) / 2.0**64
         if a.kind == "loan":
             left = max(0.02, 1.0 - (day - a.start).days / _LOAN_TERM_DAYS)
             return -int(a.base_cents * left)
@@ -710,7 +733,7 @@ class SyntheticBankData:
             return a.credit_line_cents + booked
         if a.kind in ("salary", "business", "prepaid") and booked > 0:
             # Card reservations not yet booked.
-            reserved = stable_int(a.tx_key, "reserved", day.toordinal()) % 300_000
+            reserved = _mix(a.tx_seed ^ 0x5EED, day.toordinal()) % 300_000
             return booked - min(reserved, booked)
         return booked
 
@@ -755,12 +778,13 @@ class SyntheticBankData:
         page_size: int,
     ) -> Iterator[list[m.Transaction]]:
         factory = self._transactions()
+        cards = self._cards(a.holder, a.index)
         page: list[m.Transaction] = []
         yielded = False
         day = first
         one = dt.timedelta(days=1)
         while day <= last:
-            page.extend(factory.day(a, holder, siblings, day, today))
+            page.extend(factory.day(a, holder, day, today=today, siblings=siblings, cards=cards))
             while len(page) >= page_size:
                 yield page[:page_size]
                 yielded = True
@@ -785,7 +809,7 @@ class SyntheticBankData:
             kinds = _organisation_kinds(rng, main, p.trade)
             earliest = max(_EARLIEST_OPENING, p.born)
         owner_type = _NIN if p.kind is PartyKind.PERSON else _ORGNO
-        signatories = _signatories(ds.seed, p) if p.kind is PartyKind.ORGANISATION else ()
+        signatories = ds._signatories(p.party_id) if p.kind is PartyKind.ORGANISATION else ()
         grant = None
         if p.partner is not None:
             grant = ds._grant(p.party_id, p.partner, self.index)
@@ -880,12 +904,8 @@ class SyntheticBankData:
                 _role(party_id, id_type, holder_name, permission, start=role_start, end=role_end)
             )
         reference = self._reference(p.party_id, index)
-        tx_key = f"{stable_int(ds.seed, self.info.bank_id, p.party_id, index):016x}"
+        tx_seed = rng.getrandbits(64)
         credit_line = base if kind == "credit" else 0
-        cards: tuple[CardFacts, ...] = ()
-        if kind in _CARD_KINDS:
-            holders = [p.name] if p.kind is PartyKind.PERSON else [s[1] for s in signatories[:2]]
-            cards = self._cards(rng, kind, holders or [p.name], start, end)
         owner_wire = owner.wire
         account = m.Account(
             status=status,
@@ -923,33 +943,39 @@ class SyntheticBankData:
             end=end,
             owner=owner,
             roles=tuple(roles),
-            cards=cards,
             reopened=reopened,
             huge=huge,
-            tx_key=tx_key,
+            tx_key=f"{tx_seed:016x}",
+            tx_seed=tx_seed,
             base_cents=0 if kind in ("credit", "no_balance") else base,
             credit_line_cents=credit_line,
             list_entry=_field(_ACCOUNTS_FIELD, account.SerializeToString()),
             details_wire=_COMPLETE + _field(_DETAIL_FIELD, detail.SerializeToString()),
         )
 
-    def _cards(
-        self,
-        rng: random.Random,
-        kind: AccountKind,
-        holders: Sequence[str],
-        start: dt.date,
-        end: dt.date | None,
-    ) -> tuple[CardFacts, ...]:
-        """The account's cards: per holder a current card and sometimes the one it
-        replaced. Cards last four years; a closed account's cards are blocked."""
-        world = self._ds.world_date
+    def _make_cards(self, holder: str, index: int) -> tuple[CardFacts, ...]:
+        """The cards of the holder's account ``index``: per card holder (the owner, or an
+        organisation's first signatories) a current card and sometimes the one it replaced.
+        Cards last four years; a closed account's cards are blocked. Loan, savings and the
+        other non-card kinds have none."""
+        ds = self._ds
+        a = ds._owned(self.index, holder)[index]
+        p = ds._party(holder)
+        if a.kind not in _CARD_KINDS or p is None:
+            return ()
+        if p.kind is PartyKind.PERSON:
+            holders = [p.name]
+        else:
+            holders = [s[1] for s in ds._signatories(holder)[:2]]
+        rng = stable_rng(ds.seed, "cards", self.info.bank_id, holder, index)
+        kind, start, end = a.kind, a.start, a.end
+        world = ds.world_date
         card_type = m.CARD_TYPE_CREDIT_CARD if kind == "credit" else m.CARD_TYPE_DEBIT_CARD
         scheme = "4" if rng.random() < 0.6 else "5"
         bin6 = f"{scheme}{stable_int(self.info.bank_id, kind, scheme) % 100_000:05d}"
         last_day = world if end is None else end
         cards: list[CardFacts] = []
-        for holder in holders:
+        for card_holder in holders:
             version = rng.randint(1, 4)
             issued = _random_day(rng, max(start, last_day - dt.timedelta(days=3 * 365)), last_day)
             history = [(issued, version)]
@@ -963,7 +989,7 @@ class SyntheticBankData:
                 masked = f"{bin6}XXXXXX{rng.randrange(10_000):04d}"
                 card = m.PaymentCard(
                     card_identifier=masked,
-                    holder_name=holder,
+                    holder_name=card_holder,
                     start_date=f"{valid_from.year:04d}-{valid_from.month:02d}",
                     expiry_date=f"{expiry.year:04d}-{expiry.month:02d}",
                     card_issuer_name=self.info.name,
@@ -975,7 +1001,7 @@ class SyntheticBankData:
                 cards.append(
                     CardFacts(
                         masked=masked,
-                        holder=holder,
+                        holder=card_holder,
                         valid_from=valid_from.replace(day=1),
                         valid_to=_month_end(expiry.year, expiry.month),
                         status=status,

@@ -138,12 +138,13 @@ class AccountFacts:
     owner: RoleFacts
     #: Everyone with a right on the account, the owner first.
     roles: tuple[RoleFacts, ...]
-    cards: tuple[CardFacts, ...]
     reopened: bool
     #: Hundreds of transactions a day.
     huge: bool
     #: 16 hex characters unique to the account in practice; prefixes its transaction ids.
     tx_key: str
+    #: tx_key as a number, the seed of per-day values such as balances.
+    tx_seed: int
     #: Typical balance in cents (the loan's principal, the card's credit line otherwise 0).
     base_cents: int
     credit_line_cents: int

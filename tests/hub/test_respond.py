@@ -45,7 +45,7 @@ async def test_stream_sink_splits_messages_and_ends_when_closed_and_idle() -> No
         event.result.query_id = "a"
         event.result.bank_id = str(index)
         events.append(event)
-        sink.send(event.SerializeToString())
+        sink.send(ctx, event.SerializeToString())
     messages = await sink.messages()
     assert len(messages) == 2
     received = [e for m in messages for e in hub_pb2.QueryStreamResponse.FromString(m).events]

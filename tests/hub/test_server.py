@@ -97,7 +97,11 @@ async def test_per_account_operations_reach_only_the_named_bank(env: Env) -> Non
         events = await _events(
             env,
             _query(
-                "", operation, account_reference=account.account_reference, banks=[bank_id], **period
+                "",
+                operation,
+                account_reference=account.account_reference,
+                banks=[bank_id],
+                **period,
             ),
         )
         (result,) = [e.result for e in events if e.HasField("result")]
@@ -145,25 +149,28 @@ class Slow(BankProvider):
     def __init__(self, inner: BankProvider, delay: float) -> None:
         self.inner, self.bank_id, self.delay = inner, inner.bank_id, delay
 
-    async def list_accounts(self, request: bank_pb2.ListAccountsRequest) -> bank_pb2.ListAccountsResponse:
+    async def list_accounts(
+        self, request: bank_pb2.ListAccountsRequest
+    ) -> bank_pb2.ListAccountsResponse:
         await asyncio.sleep(self.delay)
         return await self.inner.list_accounts(request)
 
 
 async def test_a_slow_banks_siblings_arrive_first(make_env: EnvFactory, dataset: object) -> None:
-    from tests.support import BANKS, SEED  # noqa: PLC0415
     from providers.synthetic.dataset import SyntheticDataset  # noqa: PLC0415
     from providers.synthetic.universe import make_banks  # noqa: PLC0415
+    from tests.support import BANKS, SEED  # noqa: PLC0415
 
     data = SyntheticDataset(SEED, make_banks(BANKS, SEED))
     party = data.find_party("many_banks")
     slow_bank = sorted(r.organization_id for r in data.relations(party, TODAY, TODAY))[0]
     env = await make_env(lambda p: Slow(p, 0.5) if p.bank_id == slow_bank else p)
     async with env.client() as hub:
-        arrivals = []
-        async for event in hub.query(_query(party), timeout=20):
-            if event.HasField("result"):
-                arrivals.append(event.result.bank_id)
+        arrivals = [
+            event.result.bank_id
+            async for event in hub.query(_query(party), timeout=20)
+            if event.HasField("result")
+        ]
     assert arrivals[-1] == slow_bank
     assert len(arrivals) == 5
 

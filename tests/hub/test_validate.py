@@ -13,8 +13,9 @@ CASE = str(uuid.uuid4())
 
 
 def _person() -> str:
-    from hub.identifiers import make_national_identity_number  # noqa: PLC0415
     import datetime as dt  # noqa: PLC0415
+
+    from hub.identifiers import make_national_identity_number  # noqa: PLC0415
 
     for individual in range(100, 200):
         number = make_national_identity_number(dt.date(1985, 5, 17), individual)

@@ -23,7 +23,9 @@ class TinyBank(BankProvider):
 
     bank_id = "974761076"
 
-    async def list_accounts(self, request: bank_pb2.ListAccountsRequest) -> bank_pb2.ListAccountsResponse:
+    async def list_accounts(
+        self, request: bank_pb2.ListAccountsRequest
+    ) -> bank_pb2.ListAccountsResponse:
         response = bank_pb2.ListAccountsResponse()
         response.response_details.status = COMPLETE
         for ref in ("r1", "r2"):
@@ -74,13 +76,17 @@ def _reason(exc: grpc.aio.AioRpcError) -> str:
 async def test_per_api_rpcs_answer(stub: bank_pb2_grpc.BankServiceStub) -> None:
     accounts = await stub.ListAccounts(bank_pb2.ListAccountsRequest(party_id="x"))
     assert [a.account_reference for a in accounts.accounts] == ["r1", "r2"]
-    details = await stub.GetAccountDetails(bank_pb2.GetAccountDetailsRequest(account_reference="r1"))
+    details = await stub.GetAccountDetails(
+        bank_pb2.GetAccountDetailsRequest(account_reference="r1")
+    )
     assert details.account.account_reference == "r1"
     pages = [page async for page in stub.ListTransactions(bank_pb2.ListTransactionsRequest())]
     assert [len(p.transactions) for p in pages] == [1000, 1000, 10]
 
 
-async def test_bank_error_becomes_status_with_error_info(stub: bank_pb2_grpc.BankServiceStub) -> None:
+async def test_bank_error_becomes_status_with_error_info(
+    stub: bank_pb2_grpc.BankServiceStub,
+) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.GetAccountDetails(bank_pb2.GetAccountDetailsRequest(account_reference="nope"))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND

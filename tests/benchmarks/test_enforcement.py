@@ -1,0 +1,92 @@
+"""The enforcement scenario end to end, tiny: real banks, hub and driver processes on loopback."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from benchmarks.processes import ROOT
+
+REPORT_KEYS = {
+    "scenario", "queries", "distinct_parties", "banks", "answered", "refused", "bank_failures",
+    "seconds", "throughput_qps", "latency_ms", "hub_cpu_s", "hub_cpu_us_per_query",
+    "hub_peak_rss_mb", "banks_cpu_s", "driver_cpu_s", "tls", "machine", "baseline", "speedup",
+    "bank_results",
+}  # fmt: skip
+BASELINE_KEYS = {"queries", "seconds", "throughput_qps", "latency_ms", "concurrency"}
+LATENCY_KEYS = {"p50", "p95", "p99", "max"}
+
+
+def _run(tmp_path: Path, *extra: str) -> tuple[dict[str, object], str]:
+    """The report, and the directory the scenario worked in."""
+    out = tmp_path / "enforcement.json"
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "benchmarks", "enforcement",
+            "--queries", "300", "--banks", "5", "--baseline-queries", "100",
+            "--warmup", "20", "--duration-limit", "60", "--json", str(out), *extra,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "speedup" in done.stdout
+    assert out.with_suffix(".md").read_text().startswith("# Benchmark: enforcement")
+    report: dict[str, object] = orjson.loads(out.read_bytes())
+    workdir = re.search(r"working in (\S+)", done.stderr)
+    assert workdir is not None, done.stderr
+    return report, workdir[1]
+
+
+def _no_children_left(workdir: str) -> None:
+    # Every process the scenario started names its working directory on its command line
+    # (certificates, registry): none may outlive the run, and neither may the directory.
+    leftover = subprocess.run(
+        ["pgrep", "-af", workdir], capture_output=True, text=True, check=False
+    )
+    assert leftover.stdout == "", leftover.stdout
+    assert not Path(workdir).exists()
+
+
+def test_every_query_is_answered_and_every_figure_is_positive(tmp_path: Path) -> None:
+    report, workdir = _run(tmp_path)
+    assert set(report) >= REPORT_KEYS
+    assert report["scenario"] == "enforcement"
+    assert report["tls"] is True
+    assert report["queries"] == report["answered"] == 300
+    assert report["distinct_parties"] == 300
+    assert report["refused"] == report["bank_failures"] == 0
+    for key in ("seconds", "throughput_qps", "hub_cpu_s", "hub_cpu_us_per_query",
+                "hub_peak_rss_mb", "banks_cpu_s", "bank_results", "speedup"):  # fmt: skip
+        assert isinstance(report[key], int | float) and report[key] > 0, key
+    latency = report["latency_ms"]
+    assert isinstance(latency, dict) and set(latency) == LATENCY_KEYS
+    assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
+    baseline = report["baseline"]
+    assert isinstance(baseline, dict) and set(baseline) >= BASELINE_KEYS
+    assert baseline["queries"] == baseline["answered"] == 100
+    assert baseline["throughput_qps"] > 0 and baseline["latency_ms"]["p50"] > 0
+    # The hub and today's clients see the same banks for the same queries.
+    assert report["consistency"] == {
+        "queries": 100,
+        "hub_bank_results": baseline["bank_results"],
+        "direct_bank_results": baseline["bank_results"],
+        "equal": True,
+    }
+    _no_children_left(workdir)
+
+
+def test_plaintext_run_with_two_bank_processes_and_remote_kar(tmp_path: Path) -> None:
+    report, workdir = _run(tmp_path, "--insecure", "--bank-processes", "2", "--kar", "remote")
+    assert report["tls"] is False
+    assert report["bank_processes"] == 2
+    assert report["answered"] == 300
+    assert report["banks_cpu_s"] > 0  # read across the simulator's worker processes too
+    _no_children_left(workdir)
