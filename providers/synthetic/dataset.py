@@ -167,9 +167,14 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+_TAGS: Final = tuple(_varint(number << 3 | 2) for number in range(32))
+
+
 def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field (a message or string) in protobuf wire format."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    """A length-delimited field (a message or string, field number < 32) in protobuf wire
+    format."""
+    size = len(payload)
+    return _TAGS[number] + (bytes((size,)) if size < 0x80 else _varint(size)) + payload
 
 
 _COMPLETE: Final = _field(
@@ -187,6 +192,36 @@ assert all(
     )
 )
 _ACCOUNTS_FIELD: Final = bank_pb2.ListAccountsResponse.ACCOUNTS_FIELD_NUMBER
+_ACCOUNT_OWNER_FIELD: Final = m.Account.PRIMARY_OWNER_FIELD_NUMBER
+_ACCOUNT_NAME_FIELD: Final = m.Account.NAME_FIELD_NUMBER
+_DETAIL_NAME_FIELD: Final = m.AccountDetail.NAME_FIELD_NUMBER
+_DETAIL_OWNER_FIELD: Final = m.AccountDetail.PRIMARY_OWNER_FIELD_NUMBER
+_DETAIL_START_FIELD: Final = m.AccountDetail.START_DATE_FIELD_NUMBER
+_DETAIL_END_FIELD: Final = m.AccountDetail.END_DATE_FIELD_NUMBER
+_DETAIL_BALANCES_FIELD: Final = m.AccountDetail.BALANCES_FIELD_NUMBER
+_BALANCE_AMOUNT_FIELD: Final = m.Balance.AMOUNT_FIELD_NUMBER
+_BALANCE_REGISTERED_FIELD: Final = m.Balance.REGISTERED_FIELD_NUMBER
+# The account skeleton encodes Account fields once for both messages; that needs the shared
+# fields to have the same numbers and types in both.
+assert all(
+    m.Account.DESCRIPTOR.fields_by_name[name].number
+    == m.AccountDetail.DESCRIPTOR.fields_by_name[name].number
+    and m.Account.DESCRIPTOR.fields_by_name[name].type
+    == m.AccountDetail.DESCRIPTOR.fields_by_name[name].type
+    for name in (
+        "status",
+        "servicer",
+        "account_identifier",
+        "account_reference",
+        "type",
+        "currency",
+    )
+)
+#: credit_debit_indicator of a Balance (a varint field) per direction, encoded.
+_BALANCE_DIRECTION: Final = {
+    direction: m.Balance(credit_debit_indicator=direction).SerializeToString()
+    for direction in (m.CREDIT_OR_DEBIT_CREDIT, m.CREDIT_OR_DEBIT_DEBIT)
+}
 _DETAIL_FIELD: Final = bank_pb2.GetAccountDetailsResponse.ACCOUNT_FIELD_NUMBER
 _CARDS_FIELD: Final = bank_pb2.ListCardsResponse.PAYMENT_CARDS_FIELD_NUMBER
 _ROLES_FIELD: Final = bank_pb2.ListRolesResponse.ROLES_FIELD_NUMBER
@@ -587,30 +622,27 @@ class SyntheticBankData:
         date, none when the account was closed on or before ``to_date``, had not been opened
         by then, or is an account without balance. Raises UnknownAccountError."""
         a = self._lookup(account_reference)
-        response = bank_pb2.GetAccountDetailsResponse.FromString(a.details_wire)
-        if a.kind == "no_balance" or a.start > to_date or (a.end is not None and a.end <= to_date):
-            return response
-        now = self._ds.now()
-        today = now.date()
-        balances = response.account.balances
-        if to_date >= today:
-            booked = self._booked_cents(a, today)
-            iso, off_midnight, _ = booking_offsets(today)
-            self._balance(
-                balances.add(), a, m.BALANCE_TYPE_AVAILABLE_BALANCE,
-                self._available_cents(a, booked, today), now.isoformat(timespec="seconds"),
-            )  # fmt: skip
-            self._balance(
-                balances.add(), a, m.BALANCE_TYPE_BOOKED_BALANCE, booked,
-                f"{iso}T00:00:00{off_midnight}",
-            )  # fmt: skip
-        else:
-            iso, _, off_noon = booking_offsets(to_date)
-            self._balance(
-                balances.add(), a, m.BALANCE_TYPE_BOOKED_BALANCE, self._booked_cents(a, to_date),
-                f"{iso}T23:59:59{off_noon}",
-            )  # fmt: skip
-        return response
+        body = a.detail_body
+        if not (
+            a.kind == "no_balance" or a.start > to_date or (a.end is not None and a.end <= to_date)
+        ):
+            now = self._ds.now()
+            today = now.date()
+            if to_date >= today:
+                booked = self._booked_cents(a, today)
+                iso, off_midnight, _ = booking_offsets(today)
+                body += _balance(
+                    a, True, self._available_cents(a, booked, today),
+                    now.isoformat(timespec="seconds"),
+                ) + _balance(a, False, booked, f"{iso}T00:00:00{off_midnight}")  # fmt: skip
+            else:
+                iso, _, off_noon = booking_offsets(to_date)
+                body += _balance(
+                    a, False, self._booked_cents(a, to_date), f"{iso}T23:59:59{off_noon}"
+                )
+        return bank_pb2.GetAccountDetailsResponse.FromString(
+            _COMPLETE + _field(_DETAIL_FIELD, body)
+        )
 
     def iter_transactions(
         self,
@@ -666,7 +698,7 @@ class SyntheticBankData:
         parts = [_COMPLETE]
         parts.extend(
             _field(_CARDS_FIELD, c.wire)
-            for c in self._cards(a.holder, a.index)
+            for c in self._cards(a.holder, a.position)
             if c.overlaps(from_date, to_date)
         )
         return bank_pb2.ListCardsResponse.FromString(b"".join(parts))
@@ -709,10 +741,7 @@ class SyntheticBankData:
         party_id = str(number).zfill(length)
         accounts = self._ds._owned(self.index, party_id)
         index = plain[7]
-        if index >= len(accounts):
-            raise UnknownAccountError("unknown accountReference")
-        prof = self._ds._profile(party_id)
-        if prof is None or prof.party.shielded:
+        if index >= len(accounts) or accounts[index].hidden:
             raise UnknownAccountError("unknown accountReference")
         return accounts[index]
 
@@ -737,28 +766,6 @@ class SyntheticBankData:
             return booked - min(reserved, booked)
         return booked
 
-    @staticmethod
-    def _balance(
-        b: m.Balance,
-        a: AccountFacts,
-        balance_type: m.BalanceType.ValueType,
-        cents: int,
-        registered: str,
-    ) -> None:
-        b.type = balance_type
-        b.amount = f"{abs(cents) // 100}.{abs(cents) % 100:02d}"
-        b.credit_debit_indicator = (
-            m.CREDIT_OR_DEBIT_DEBIT if cents < 0 else m.CREDIT_OR_DEBIT_CREDIT
-        )
-        b.registered = registered
-        b.currency = a.currency
-        b.credit_line_included = (
-            a.kind == "credit" and balance_type == m.BALANCE_TYPE_AVAILABLE_BALANCE
-        )
-        if a.credit_line_cents:
-            b.credit_line_amount = f"{a.credit_line_cents // 100}.{a.credit_line_cents % 100:02d}"
-            b.credit_line_currency = a.currency
-
     # -- transactions -----------------------------------------------------------------------
 
     def _transactions(self) -> TransactionFactory:
@@ -778,7 +785,7 @@ class SyntheticBankData:
         page_size: int,
     ) -> Iterator[list[m.Transaction]]:
         factory = self._transactions()
-        cards = self._cards(a.holder, a.index)
+        cards = self._cards(a.holder, a.position)
         page: list[m.Transaction] = []
         yielded = False
         day = first
@@ -905,34 +912,34 @@ class SyntheticBankData:
             )
         reference = self._reference(p.party_id, index)
         tx_seed = rng.getrandbits(64)
-        credit_line = base if kind == "credit" else 0
-        owner_wire = owner.wire
-        account = m.Account(
+        # Fields 1-6 are the same in Account and AccountDetail (checked at import): encode
+        # them once and add each message's remaining fields as wire fragments.
+        common = m.Account(
             status=status,
             account_identifier=number,
             account_reference=reference,
             type=ACCOUNT_TYPES[kind],
             currency=currency,
-            name=name,
         )
-        account.servicer.MergeFromString(self._servicer)
-        account.primary_owner.MergeFromString(owner_wire)
-        detail = m.AccountDetail(
-            status=status,
-            account_identifier=number,
-            account_reference=reference,
-            type=ACCOUNT_TYPES[kind],
-            currency=currency,
-            name=name,
-            start_date=start.isoformat(),
+        common.servicer.MergeFromString(self._servicer)
+        shared = common.SerializeToString()
+        name_bytes = name.encode()
+        account = (
+            shared
+            + _field(_ACCOUNT_OWNER_FIELD, owner.wire)
+            + _field(_ACCOUNT_NAME_FIELD, name_bytes)
+        )
+        detail = (
+            shared
+            + _field(_DETAIL_NAME_FIELD, name_bytes)
+            + _field(_DETAIL_OWNER_FIELD, owner.wire)
+            + _field(_DETAIL_START_FIELD, start.isoformat().encode())
         )
         if end is not None:
-            detail.end_date = end.isoformat()
-        detail.servicer.MergeFromString(self._servicer)
-        detail.primary_owner.MergeFromString(owner_wire)
+            detail += _field(_DETAIL_END_FIELD, end.isoformat().encode())
         return AccountFacts(
             holder=p.party_id,
-            index=index,
+            position=index,
             number=number,
             reference=reference,
             kind=kind,
@@ -944,13 +951,14 @@ class SyntheticBankData:
             owner=owner,
             roles=tuple(roles),
             reopened=reopened,
+            hidden=p.shielded,
             huge=huge,
             tx_key=f"{tx_seed:016x}",
             tx_seed=tx_seed,
             base_cents=0 if kind in ("credit", "no_balance") else base,
-            credit_line_cents=credit_line,
-            list_entry=_field(_ACCOUNTS_FIELD, account.SerializeToString()),
-            details_wire=_COMPLETE + _field(_DETAIL_FIELD, detail.SerializeToString()),
+            credit_line_cents=base if kind == "credit" else 0,
+            list_entry=_field(_ACCOUNTS_FIELD, account),
+            detail_body=detail,
         )
 
     def _make_cards(self, holder: str, index: int) -> tuple[CardFacts, ...]:
@@ -1009,6 +1017,35 @@ class SyntheticBankData:
                     )
                 )
         return tuple(cards)
+
+
+@functools.lru_cache(maxsize=256)
+def _balance_fixed(
+    balance_type: m.BalanceType.ValueType, currency: str, credit_line_cents: int, included: bool
+) -> bytes:
+    """The fields of a Balance that do not change from day to day, encoded."""
+    b = m.Balance(type=balance_type, currency=currency, credit_line_included=included)
+    if credit_line_cents:
+        b.credit_line_amount = f"{credit_line_cents // 100}.{credit_line_cents % 100:02d}"
+        b.credit_line_currency = currency
+    return b.SerializeToString()
+
+
+def _balance(a: AccountFacts, available: bool, cents: int, registered: str) -> bytes:
+    """One Balance as field 8 of AccountDetail: ``cents`` signed (negative = debit). The
+    card's credit line is included in the available balance only."""
+    balance_type = m.BALANCE_TYPE_AVAILABLE_BALANCE if available else m.BALANCE_TYPE_BOOKED_BALANCE
+    fixed = _balance_fixed(
+        balance_type, a.currency, a.credit_line_cents, available and a.kind == "credit"
+    )
+    magnitude = abs(cents)
+    return _field(
+        _DETAIL_BALANCES_FIELD,
+        fixed
+        + _field(_BALANCE_AMOUNT_FIELD, f"{magnitude // 100}.{magnitude % 100:02d}".encode())
+        + _BALANCE_DIRECTION[m.CREDIT_OR_DEBIT_DEBIT if cents < 0 else m.CREDIT_OR_DEBIT_CREDIT]
+        + _field(_BALANCE_REGISTERED_FIELD, registered.encode()),
+    )
 
 
 def _role(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 from dsop.controlinfo.v2 import model_pb2
 from hub.identifiers import PartyKind
@@ -80,9 +80,13 @@ class PartyFacts:
     bankrupt: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class RoleFacts:
-    """Someone's right on an account (the owner's included)."""
+class RoleFacts(NamedTuple):
+    """Someone's right on an account (the owner's included).
+
+    A NamedTuple, like AccountFacts: built for every account of every cold skeleton, and a
+    frozen dataclass's per-field ``object.__setattr__`` makes it several times slower to
+    construct.
+    """
 
     party_id: str
     id_type: model_pb2.IdentifierType.ValueType
@@ -114,8 +118,7 @@ class CardFacts:
         return self.valid_from <= to_date and self.valid_to >= from_date
 
 
-@dataclass(frozen=True, slots=True)
-class AccountFacts:
+class AccountFacts(NamedTuple):
     """One account record of a bank.
 
     A reopened account is two records with the same account number: the first closed
@@ -126,7 +129,7 @@ class AccountFacts:
 
     holder: str
     #: Position in the holder's tuple of records at this bank (encoded in the reference).
-    index: int
+    position: int
     number: str
     reference: str
     kind: AccountKind
@@ -139,6 +142,8 @@ class AccountFacts:
     #: Everyone with a right on the account, the owner first.
     roles: tuple[RoleFacts, ...]
     reopened: bool
+    #: The holder is shielded: the bank discloses nothing about the account.
+    hidden: bool
     #: Hundreds of transactions a day.
     huge: bool
     #: 16 hex characters unique to the account in practice; prefixes its transaction ids.
@@ -150,8 +155,8 @@ class AccountFacts:
     credit_line_cents: int
     #: Accounts list entry: field 2 of ListAccountsResponse (tag and length included).
     list_entry: bytes
-    #: GetAccountDetailsResponse with responseDetails and the account without balances.
-    details_wire: bytes
+    #: The serialized AccountDetail without balances.
+    detail_body: bytes
 
     def overlaps(self, from_date: dt.date, to_date: dt.date) -> bool:
         return self.start <= to_date and (self.end is None or self.end >= from_date)

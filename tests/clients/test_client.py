@@ -72,9 +72,7 @@ async def test_sync_client_raises_on_refusal(env: Env) -> None:
         with SyncHubClient(env.target, tls=env.client_tls()) as hub:
             list(
                 hub.query(
-                    make_query(
-                        service="x", legal_mandate="m", operation=hub_pb2.OPERATION_ACCOUNTS
-                    )
+                    make_query(service="x", legal_mandate="m", operation=hub_pb2.OPERATION_ACCOUNTS)
                 )
             )
 
@@ -83,7 +81,9 @@ async def test_sync_client_raises_on_refusal(env: Env) -> None:
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
 
 
-async def test_cli_query_prints_a_table_and_json(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_cli_query_prints_a_table_and_json(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
     party = env.dataset.find_party("many_banks")
     args = ["query", *_tls_args(env), "--service", "fi-utlegg", "--party", party]
     args += ["--operation", "accounts-with-balances"]
