@@ -174,7 +174,11 @@ def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited field (a message or string, field number < 32) in protobuf wire
     format."""
     size = len(payload)
-    return _TAGS[number] + (bytes((size,)) if size < 0x80 else _varint(size)) + payload
+    if size < 0x80:
+        return _TAGS[number] + bytes((size,)) + payload
+    if size < 0x4000:
+        return _TAGS[number] + bytes((size & 0x7F | 0x80, size >> 7)) + payload
+    return _TAGS[number] + _varint(size) + payload
 
 
 _COMPLETE: Final = _field(
