@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = tuple(argv)
     # SIGTERM unwinds like Ctrl-C, so the scenario's finally blocks stop its child processes.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     run: Callable[[argparse.Namespace], int] = args.run

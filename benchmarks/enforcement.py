@@ -32,6 +32,7 @@ from hdrh.histogram import HdrHistogram
 
 from benchmarks import direct, processes, report
 from benchmarks.processes import Child, ChildFailed, Children, Tls
+from clients.devtokens import DevTokens
 from clients.client import ClientTls, HubClient
 from clients.services import CONSUMERS, MANDATES
 from dsop.hub.v1 import hub_pb2
@@ -99,10 +100,15 @@ class Options:
     insecure: bool
     duration_limit: float
     json: Path | None
+    #: The command line, for the report.
+    argv: tuple[str, ...] = ()
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
-        options = cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+        given = {
+            f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)
+        }
+        options = cls(**given)
         for name in ("queries", "banks", "parties", "bank_processes", "batch_size", "window"):
             if getattr(options, name) < 1:
                 raise SystemExit(f"--{name.replace('_', '-')}: must be at least 1")
@@ -180,6 +186,8 @@ class HubRun:
     queries_with_failures: int = 0
     bank_results: int = 0
     duplicate_summaries: int = 0
+    #: Set when the stream broke: the gRPC status and details.
+    stream_error: str | None = None
     unknown_ids: int = 0
     seconds: float = 0.0
     timed_out: bool = False
@@ -252,6 +260,10 @@ async def drive_hub(
                     print(f"  hub: {run.answered:,}/{count:,} answered", file=sys.stderr)
     except TimeoutError:
         run.timed_out = True
+        last = clock()
+    except grpc.aio.AioRpcError as exc:
+        # Reported, not raised: what was answered before the break is still worth a report.
+        run.stream_error = f"{exc.code().name}: {exc.details()}"
         last = clock()
     if meter is not None:
         meter.stop()
@@ -357,7 +369,11 @@ async def _run(
         file=sys.stderr,
     )
     hub_meter = Meter(hub, banks)
-    async with HubClient(target, tls=_client_tls(certs), insecure=certs is None) as client:
+    # The enforcement authority calls through the tax administration's component.
+    token = DevTokens(certs, "974761076") if certs is not None else None
+    async with HubClient(
+        target, tls=_client_tls(certs), token=token, insecure=certs is None
+    ) as client:
         if workload.warmup:
             warm = await drive_hub(
                 client,
@@ -367,8 +383,9 @@ async def _run(
                 time_limit=options.duration_limit,
             )
             if warm.answered != len(workload.warmup):
-                raise ChildFailed(
-                    f"hub: the warm-up got {warm.answered} of {len(workload.warmup)} summaries"
+                raise hub.failed(
+                    f"the warm-up got {warm.answered} of {len(workload.warmup)} summaries"
+                    + (f" ({warm.stream_error})" if warm.stream_error else "")
                 )
         hub_run = await drive_hub(
             client,
@@ -392,7 +409,10 @@ async def _run(
         direct_meter = Meter(None, banks)
         endpoints = _direct_endpoints(Registry.load(registry_path), kar_port, certs)
         async with direct.DirectClient(endpoints) as direct_client:
-            await direct_client.connect()
+            try:
+                await direct_client.connect()
+            except TimeoutError:
+                raise banks.failed("direct: cannot connect to every bank and KAR") from None
             direct_meter.start()
             direct_run = await direct.run(
                 direct_client,
@@ -450,6 +470,8 @@ def _report(
         notes.append(f"{missing:,} queries got no summary")
     if run.timed_out:
         notes.append(f"the hub run hit the {options.duration_limit:g} s duration limit")
+    if run.stream_error:
+        notes.append(f"the hub stream broke: {run.stream_error}")
     if run.duplicate_summaries or run.unknown_ids:
         notes.append(
             f"{run.duplicate_summaries} duplicate summaries, {run.unknown_ids} events with "
@@ -475,7 +497,7 @@ def _report(
     direct_qps = baseline["throughput_qps"] if baseline else 0.0
     return {
         "scenario": NAME,
-        "command": "python -m benchmarks " + shlex.join(sys.argv[1:]),
+        "command": "python -m benchmarks " + shlex.join(options.argv),
         "queries": run.queries,
         "distinct_parties": workload.distinct_parties,
         "banks": options.banks,

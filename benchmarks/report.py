@@ -132,11 +132,17 @@ def markdown(report: Mapping[str, Any]) -> str:
         "",
         _setup_line(report) + ".",
         "",
+        f"`{report['command']}`",
+        "",
         "| figure | hub (one stream) | direct (today's clients) |",
         "|---|---:|---:|",
     ]
     lines += [f"| {name} | {hub} | {base} |" for name, hub, base in _rows(report)]
-    lines += ["", f"Speedup (hub throughput / direct throughput): **{report['speedup']:.1f}×**."]
+    if report.get("baseline"):
+        lines += [
+            "",
+            f"Speedup (hub throughput / direct throughput): **{report['speedup']:.1f}×**.",
+        ]
     notes: Sequence[str] = report.get("notes", ())
     if notes:
         lines += ["", *[f"- {note}" for note in notes]]
@@ -150,6 +156,7 @@ def table(report: Mapping[str, Any]) -> str:
     out = [_setup_line(report)]
     for name, hub, base in rows:
         out.append(f"{name:<{width[0]}}  {hub:>{width[1]}}  {base:>{width[2]}}")
-    out.append(f"speedup: {report['speedup']:.1f}x")
+    if report.get("baseline"):
+        out.append(f"speedup: {report['speedup']:.1f}x")
     out += [f"note: {note}" for note in report.get("notes", ())]
     return "\n".join(out)

@@ -16,19 +16,11 @@ import grpc
 import orjson
 from google.protobuf import json_format
 
-from clients.client import ClientTls, HubClient, make_query
+from clients.client import ClientTls, HubClient, Token, make_query
 from clients.render import event_json, render_event
 from clients.services import CONSUMERS, MANDATES
 from dsop.hub.v1 import hub_pb2
-
-OPERATIONS = {
-    "accounts": hub_pb2.OPERATION_ACCOUNTS,
-    "account-details": hub_pb2.OPERATION_ACCOUNT_DETAILS,
-    "transactions": hub_pb2.OPERATION_TRANSACTIONS,
-    "cards": hub_pb2.OPERATION_CARDS,
-    "roles": hub_pb2.OPERATION_ROLES,
-    "accounts-with-balances": hub_pb2.OPERATION_ACCOUNTS_WITH_BALANCES,
-}
+from hub.profiles import OPERATIONS
 
 
 class UsageError(Exception):
@@ -46,6 +38,25 @@ def _add_client_tls(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cert", type=Path, help="the agency's certificate (PEM)")
     group.add_argument("--key", type=Path, help="the agency's private key (PEM)")
     group.add_argument("--insecure", action="store_true", help="plaintext, for test machines")
+    group.add_argument("--token", help="bearer token (default with --certs: a development token)")
+
+
+def _client_token(args: argparse.Namespace, services: set[str]) -> Token:
+    if args.token:
+        return str(args.token)
+    if args.certs is not None and (args.certs / "issuer.key").exists():
+        from clients.devtokens import DevTokens, scopes_for  # noqa: PLC0415
+
+        agency = args.agency or _agency_for(services)
+        return DevTokens(args.certs, agency, scopes_for(agency, services))
+    return None
+
+
+def _agency_for(services: set[str]) -> str:
+    agencies = {CONSUMERS.get(s, "974761076") for s in services} or {"974761076"}
+    if len(agencies) > 1:
+        raise UsageError("--agency: the services belong to several agencies; name one")
+    return agencies.pop()
 
 
 def _client_tls(args: argparse.Namespace, service: str | None = None) -> ClientTls | None:
@@ -53,7 +64,7 @@ def _client_tls(args: argparse.Namespace, service: str | None = None) -> ClientT
         return None
     ca, cert, key = args.ca, args.cert, args.key
     if args.certs is not None:
-        agency = args.agency or CONSUMERS.get(service or "", "974761076")
+        agency = args.agency or _agency_for({service} if service else set())
         ca = ca or args.certs / "ca.pem"
         cert = cert or args.certs / f"agency-{agency}.pem"
         key = key or args.certs / f"agency-{agency}.key"
@@ -147,8 +158,23 @@ def _hub_serve(args: argparse.Namespace) -> int:
             key=args.bank_key or (certs / "hub.key" if certs else None),
             ca=args.bank_ca or (certs / "ca.pem" if certs else None),
         )
+    token_jwks = args.token_jwks
+    police_jwks = args.police_jwks
+    issuer = args.token_issuer
+    if certs is not None:
+        from hub.certs import DEV_ISSUER  # noqa: PLC0415
+
+        if token_jwks is None and (certs / "issuer-jwks.json").exists():
+            token_jwks, issuer = certs / "issuer-jwks.json", issuer or DEV_ISSUER
+        if police_jwks is None and (certs / "police-jwks.json").exists():
+            police_jwks = certs / "police-jwks.json"
     config = HubConfig(
         listen=args.listen,
+        profiles=args.profiles,
+        token_jwks=token_jwks,
+        token_issuer=issuer or "",
+        token_audience=args.token_audience,
+        police_jwks=police_jwks,
         registry=args.registry,
         kar=args.kar,
         tls=tls,
@@ -186,9 +212,9 @@ def _query_from_args(args: argparse.Namespace) -> hub_pb2.Query:
 
 async def _run_query(args: argparse.Namespace, out: TextIO) -> int:
     query = _query_from_args(args)
-    async with HubClient(
-        args.hub, tls=_client_tls(args, args.service), insecure=args.insecure
-    ) as hub:
+    tls = _client_tls(args, args.service)
+    token = _client_token(args, {args.service})
+    async with HubClient(args.hub, tls=tls, token=token, insecure=args.insecure) as hub:
         try:
             async for event in hub.query(query, timeout=args.timeout):
                 if args.json:
@@ -301,11 +327,12 @@ async def _run_batch(args: argparse.Namespace) -> int:
     queries = list(read_queries(args.input))
     services = {q.service for q in queries}
     tls = _client_tls(args, next(iter(services)) if len(services) == 1 else None)
+    token = _client_token(args, services)
     progress = Progress(len(queries))
     refused = 0
     out = sys.stdout.buffer if str(args.output) == "-" else args.output.open("wb")
     try:
-        async with HubClient(args.hub, tls=tls, insecure=args.insecure) as hub:
+        async with HubClient(args.hub, tls=tls, token=token, insecure=args.insecure) as hub:
             async for event in hub.stream(queries, batch_size=args.batch_size, window=args.window):
                 out.write(event_json(event))
                 if event.HasField("summary"):
@@ -379,6 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--bank-cert", type=Path, help="the hub's client certificate to banks")
     serve.add_argument("--bank-key", type=Path)
     serve.add_argument("--port-file", type=Path, help="write the bound port here when ready")
+    serve.add_argument("--profiles", type=Path, help="service profiles (default: shipped)")
+    serve.add_argument("--token-jwks", type=Path, help="token issuer keys: tokens required")
+    serve.add_argument("--token-issuer", help="the trusted token issuer (iss)")
+    serve.add_argument("--token-audience", default="dsop-hub", help="this hub's audience (aud)")
+    serve.add_argument("--police-jwks", type=Path, help="police order-signing keys (JWKS)")
     _add_server_tls(serve, "hub")
     serve.set_defaults(run=_hub_serve)
 

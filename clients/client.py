@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -26,6 +26,15 @@ CHANNEL_OPTIONS: Final = (
 )
 
 Operation = hub_pb2.Operation
+#: A bearer token, or a function returning a fresh one (tokens live 120 s).
+Token = str | Callable[[], str] | None
+
+
+def _metadata(token: Token) -> tuple[tuple[str, str], ...] | None:
+    if token is None:
+        return None
+    value = token() if callable(token) else token
+    return (("authorization", f"Bearer {value}"),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +109,19 @@ def _channel_async(target: str, tls: ClientTls | None, insecure: bool) -> grpc.a
 
 
 class HubClient:
-    """Async client. Use as ``async with HubClient(target, tls=...) as hub:``."""
+    """Async client. Use as ``async with HubClient(target, tls=..., token=...) as hub:``.
+
+    The hub authenticates each call once, when it starts: a stream may outlive its token."""
 
     def __init__(
-        self, target: str, *, tls: ClientTls | None = None, insecure: bool = False
+        self,
+        target: str,
+        *,
+        tls: ClientTls | None = None,
+        token: Token = None,
+        insecure: bool = False,
     ) -> None:
+        self._token = token
         self._channel = _channel_async(target, tls, insecure)
         self._stub = hub_pb2_grpc.HubServiceStub(self._channel)
 
@@ -122,7 +139,9 @@ class HubClient:
     ) -> AsyncIterator[hub_pb2.QueryEvent]:
         """Events of one query as banks answer, the summary last. A refused query raises
         ``grpc.aio.AioRpcError`` with the hub's status and rich details."""
-        call = self._stub.Query(hub_pb2.QueryRequest(query=query), timeout=timeout)
+        call = self._stub.Query(
+            hub_pb2.QueryRequest(query=query), timeout=timeout, metadata=_metadata(self._token)
+        )
         async for response in call:
             yield response.event
 
@@ -153,7 +172,7 @@ class HubClient:
             if message.queries:
                 yield message
 
-        call = self._stub.QueryStream(requests())
+        call = self._stub.QueryStream(requests(), metadata=_metadata(self._token))
         try:
             async for response in call:
                 for event in response.events:
@@ -179,8 +198,14 @@ class SyncHubClient:
     """The same calls for code without an event loop (scripts, notebooks, threads)."""
 
     def __init__(
-        self, target: str, *, tls: ClientTls | None = None, insecure: bool = False
+        self,
+        target: str,
+        *,
+        tls: ClientTls | None = None,
+        token: Token = None,
+        insecure: bool = False,
     ) -> None:
+        self._token = token
         if insecure:
             self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         else:
@@ -202,7 +227,8 @@ class SyncHubClient:
         self, query: hub_pb2.Query, *, timeout: float | None = None
     ) -> Iterator[hub_pb2.QueryEvent]:
         """Events of one query; a refused query raises ``grpc.RpcError``."""
-        for response in self._stub.Query(hub_pb2.QueryRequest(query=query), timeout=timeout):
+        request = hub_pb2.QueryRequest(query=query)
+        for response in self._stub.Query(request, timeout=timeout, metadata=_metadata(self._token)):
             yield response.event
 
     def stream(
@@ -228,7 +254,7 @@ class SyncHubClient:
             if message.queries:
                 yield message
 
-        call = self._stub.QueryStream(requests())
+        call = self._stub.QueryStream(requests(), metadata=_metadata(self._token))
         try:
             for response in call:
                 for event in response.events:

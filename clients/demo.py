@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 
 from clients.client import ClientTls, HubClient, make_query
+from clients.devtokens import DevTokens
 from clients.render import render_event
 from clients.services import CONSUMERS, MANDATES
 from dsop.hub.v1 import hub_pb2
@@ -64,7 +65,9 @@ async def _ask(
     print(f"\n== {title}")
     print(f"   service {query.service}, operation {hub_pb2.Operation.Name(query.operation)}")
     events = []
-    async with HubClient(target, tls=_tls(certs, query.service)) as hub:
+    agency = CONSUMERS[query.service]
+    token = DevTokens(certs, agency)
+    async with HubClient(target, tls=_tls(certs, query.service), token=token) as hub:
         try:
             async for event in hub.query(query, timeout=30):
                 events.append(event)

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
+import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 #: The consumers of DSOP.md §1 with their organisation numbers.
@@ -29,6 +31,9 @@ AGENCIES: Final = {
     "991825827": "Digitaliseringsdirektoratet",
 }
 ORG_PREFIX: Final = "NTRNO-"
+#: The development token issuer and audience (`dsop certs init` makes the issuer's keys).
+DEV_ISSUER: Final = "https://issuer.dev.dsop-hub.invalid/"
+DEV_AUDIENCE: Final = "dsop-hub"
 VALIDITY: Final = dt.timedelta(days=365)
 _SANS: Final = x509.SubjectAlternativeName(
     [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
@@ -80,6 +85,23 @@ def _issue(
     return builder.sign(ca_key, hashes.SHA256())
 
 
+def _signing_key(directory: Path, name: str, kid: str) -> None:
+    """An RSA key (PEM) and its public JWKS: the token issuer's or the police's."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = directory / f"{name}.key"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update({"kid": kid, "use": "sig"})
+    (directory / f"{name}-jwks.json").write_text(json.dumps({"keys": [jwk]}, indent=2))
+
+
 def organisation_number(cert: x509.Certificate) -> str | None:
     """The organisation number a certificate carries, if any."""
     for attribute in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_IDENTIFIER):
@@ -90,7 +112,9 @@ def organisation_number(cert: x509.Certificate) -> str | None:
 
 
 def init(directory: Path, agencies: dict[str, str] | None = None) -> list[Path]:
-    """Writes ca, hub, bank and agency-<orgno> certificates and keys (PEM) to ``directory``."""
+    """Writes ca, hub, bank and agency-<orgno> certificates and keys (PEM) to ``directory``,
+    and the keys and JWKS of a development token issuer (issuer.key, issuer-jwks.json) and of
+    the police's order signing (police.key, police-jwks.json)."""
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     ca_key = _key()
@@ -144,4 +168,6 @@ def init(directory: Path, agencies: dict[str, str] | None = None) -> list[Path]:
             subject, key=key, ca_cert=ca_cert, ca_key=ca_key, usages=(client,), sans=False
         )
         _write(directory, f"agency-{orgno}", cert, key)
+    _signing_key(directory, "issuer", "issuer-dev")
+    _signing_key(directory, "police", "police-dev")
     return sorted(directory.iterdir())

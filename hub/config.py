@@ -8,12 +8,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
+import orjson
 
 
 class ConfigError(ValueError):
     """A setting is missing or wrong; the message names it."""
+
+
+def read_json(path: Path, setting: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(_read(path, setting))
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"{setting}: {path} is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ConfigError(f"{setting}: {path} must hold a JSON object")
+    return value
 
 
 def _read(path: Path, setting: str) -> bytes:
@@ -69,6 +81,14 @@ class HubConfig:
     bank_tls: TlsFiles | None = None
     #: Plaintext everywhere. Only by explicit choice; the hub logs a warning.
     insecure: bool = False
+    #: Service profiles replacing the shipped ones (hub/data/profiles.toml).
+    profiles: Path | None = None
+    #: Token issuer keys (JWKS file); when set, every stream needs a bearer token.
+    token_jwks: Path | None = None
+    token_issuer: str = ""
+    token_audience: str = "dsop-hub"
+    #: The police's order-signing keys (JWKS file), for politi-utlevering's pol1 orders.
+    police_jwks: Path | None = None
     #: Queries in flight per agency stream before the hub stops reading from it.
     stream_window: int = 20_000
     #: Requests per message to a bank, at most.
@@ -84,6 +104,8 @@ class HubConfig:
                 "tls: TLS is on by default; give the hub's certificate and key "
                 "(--tls-cert, --tls-key) or choose plaintext explicitly (--insecure)"
             )
+        if self.token_jwks is not None and not self.token_issuer:
+            raise ConfigError("token_issuer: required with token_jwks (the issuer to trust)")
         if not (self.kar == "embedded" or self.kar.startswith("grpc://")):
             raise ConfigError("kar: must be 'embedded' or 'grpc://HOST:PORT'")
         if self.stream_window < 1:

@@ -8,7 +8,7 @@ stage named beside it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 from google.protobuf import any_pb2
@@ -17,6 +17,21 @@ from google.rpc import error_details_pb2, status_pb2
 from dsop.controlinfo.v2 import bank_pb2, model_pb2
 from dsop.hub.v1 import hub_pb2
 from providers.errors import ERROR_DOMAIN
+
+if TYPE_CHECKING:
+    from hub.profiles import Profile
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is asking, as authenticated once per stream."""
+
+    #: The consumer's organisation number.
+    organisation: str
+    #: The authenticated subject (token client id or certificate name), for the audit log.
+    subject: str
+    #: Scopes granted by the token; None when no token is used (mutual TLS alone).
+    scopes: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +98,10 @@ class QueryContext:
     query: hub_pb2.Query
     sink: EventSink
     received_ns: int
+    identity: Identity | None = None  # authenticated once per stream
     # Added by stages.
     refusal: Refusal | None = None  # any ingress stage; the query stops there
+    profile: Profile | None = None  # policy
     banks: list[str] = field(default_factory=list)  # resolve
     request_context: bank_pb2.RequestContext | None = None  # fanout
     outstanding: int = 0  # fanout: bank calls not yet ended

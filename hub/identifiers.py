@@ -23,6 +23,7 @@ from typing import Final
 __all__ = [
     "PartyKind",
     "birth_date",
+    "complete_national_identity_number",
     "is_valid_account_number",
     "is_valid_national_identity_number",
     "is_valid_organisation_number",
@@ -188,15 +189,27 @@ def make_national_identity_number(
         raise ValueError("the individual number does not match the birth year's century")
     day = birth.day + (_D_NUMBER_DAY_OFFSET if d_number else 0)
     month = birth.month + (_SYNTHETIC_MONTH_OFFSET if synthetic else 0)
-    body = f"{day:02d}{month:02d}{birth.year % 100:02d}{individual:03d}"
-    digits = body.encode("ascii").translate(_DIGIT_VALUES)
+    return complete_national_identity_number(
+        f"{day:02d}{month:02d}{birth.year % 100:02d}{individual:03d}"
+    )
+
+
+def complete_national_identity_number(first9: str) -> str | None:
+    """``first9`` (nine ASCII digits, DDMMYYIII) with its two check digits appended, or None
+    when either check digit would be 10. The date part is not checked.
+
+    Raises ValueError when ``first9`` is not nine ASCII digits.
+    """
+    digits = _digits(first9, 9)
+    if digits is None:
+        raise ValueError("first9 must be nine ASCII digits")
     k1 = mod11_check_digit(digits, K1_WEIGHTS)
     if k1 is None:
         return None
     k2 = mod11_check_digit(digits + bytes((k1,)), K2_WEIGHTS)
     if k2 is None:
         return None
-    return f"{body}{k1}{k2}"
+    return f"{first9}{k1}{k2}"
 
 
 def make_organisation_number(base8: int) -> str | None:

@@ -1,17 +1,20 @@
 """The request path in one place: the stages a query passes, and why in this order.
 
+Authentication happens once per stream, before any query is read (hub/auth.py, called by the
+server); every query of the stream carries the identity. Then:
+
 Ingress (per batch of queries from one agency message)::
 
-    validate -> resolve banks (KAR) -> fan-out
+    validate -> policy -> resolve banks (KAR) -> fan-out
 
 Egress (per batch of events emitted during one loop turn)::
 
-    respond (encode, hand to the agency's stream)
+    filter -> respond (encode, hand to the agency's stream)
 
-Validation comes first so nothing downstream ever sees a malformed query, and a refused
-query never reaches KAR or a bank. Resolve comes before fan-out because fan-out needs the
-bank list. On the way out, respond is last: whatever later stages add (filtering, audit)
-must happen before bytes leave the hub.
+Validation comes first so the policy reads only well-formed queries; the policy comes before
+resolve so a refused query never reaches KAR or a bank. Resolve comes before fan-out because
+fan-out needs the bank list. On the way out, filtering comes before anything that sees the
+bytes an agency receives, and respond is last: nothing may be added after the bytes leave.
 """
 
 from __future__ import annotations
@@ -24,7 +27,11 @@ import grpc
 from hub.banks import BankClient
 from hub.context import QueryContext, Refusal
 from hub.fanout import FanoutStage, summary
+from hub.filter import FilterStage
 from hub.kar import Kar
+from hub.police import PoliceOrderVerifier
+from hub.policy import PolicyStage
+from hub.profiles import Profiles
 from hub.resolve import ResolveStage
 from hub.respond import Egress, RespondStage
 from hub.validate import ValidateStage
@@ -65,10 +72,16 @@ class Pipeline:
         await self.egress.close()
 
 
-def build_pipeline(kar: Kar, banks: Mapping[str, BankClient]) -> Pipeline:
-    egress = Egress([RespondStage()])
+def build_pipeline(
+    kar: Kar,
+    banks: Mapping[str, BankClient],
+    profiles: Profiles,
+    orders: PoliceOrderVerifier | None,
+) -> Pipeline:
+    egress = Egress([FilterStage(profiles), RespondStage()])
     ingress: list[IngressStage] = [
         ValidateStage(),
+        PolicyStage(profiles, orders),
         ResolveStage(kar),
         FanoutStage(banks, egress.emit),
     ]

@@ -12,17 +12,20 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Final
+from typing import Any, Final
 
 import grpc
 from grpc_status import rpc_status
 
 from dsop.hub.v1 import hub_pb2
+from hub.auth import Authenticator, AuthError, TokenSettings
 from hub.banks import BankClient, GrpcBankClient
-from hub.config import ConfigError, HubConfig, TlsFiles
-from hub.context import QueryContext, Refusal
+from hub.config import ConfigError, HubConfig, TlsFiles, read_json
+from hub.context import Identity, QueryContext, Refusal
 from hub.kar import GrpcKar, Kar, SyntheticKar
 from hub.pipeline import Pipeline, build_pipeline
+from hub.police import PoliceOrderVerifier
+from hub.profiles import ProfileError, load_profiles
 from hub.registry import Registry
 from hub.respond import SingleSink, StreamSink
 
@@ -48,15 +51,26 @@ def _identity(data: bytes) -> bytes:
 
 
 class HubServicer:
-    def __init__(self, pipeline: Pipeline, window: int) -> None:
+    def __init__(self, pipeline: Pipeline, authenticator: Authenticator, window: int) -> None:
         self.pipeline = pipeline
+        self.authenticator = authenticator
         self.window = window
+
+    async def _identity(self, context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
+        try:
+            return self.authenticator.authenticate(context)
+        except AuthError as exc:
+            refusal = Refusal(grpc.StatusCode.UNAUTHENTICATED, "ACC-010", str(exc))
+            await context.abort_with_status(rpc_status.to_status(refusal.to_rpc_status()))
+            raise AssertionError("unreachable: abort raises") from None
 
     async def query(
         self, request: hub_pb2.QueryRequest, context: grpc.aio.ServicerContext[object, bytes]
     ) -> AsyncIterator[bytes]:
+        identity = await self._identity(context)
         sink = SingleSink()
-        await self.pipeline.admit([QueryContext(request.query, sink, time.monotonic_ns())])
+        ctx = QueryContext(request.query, sink, time.monotonic_ns(), identity)
+        await self.pipeline.admit([ctx])
         while True:
             item = await sink.next()
             if isinstance(item, bytes):
@@ -71,6 +85,7 @@ class HubServicer:
         requests: AsyncIterator[hub_pb2.QueryStreamRequest],
         context: grpc.aio.ServicerContext[object, bytes],
     ) -> AsyncIterator[bytes]:
+        identity = await self._identity(context)
         sink = StreamSink(self.window)
         admit = self.pipeline.admit
 
@@ -80,7 +95,7 @@ class HubServicer:
                     now = time.monotonic_ns()
                     batch = []
                     for query in message.queries:
-                        ctx = QueryContext(query, sink, now)
+                        ctx = QueryContext(query, sink, now, identity)
                         if not sink.admit(ctx):
                             ctx.refusal = _DUPLICATE
                         batch.append(ctx)
@@ -175,10 +190,29 @@ class Hub:
             )
             for bank in registry.banks.values()
         }
+        try:
+            profiles = load_profiles(config.profiles)
+        except ProfileError as exc:
+            raise ConfigError(f"profiles: {exc}") from exc
+        tokens = (
+            TokenSettings(
+                read_json(config.token_jwks, "token_jwks"),
+                config.token_issuer,
+                config.token_audience,
+            )
+            if config.token_jwks is not None
+            else None
+        )
+        orders = (
+            PoliceOrderVerifier(read_json(config.police_jwks, "police_jwks"))
+            if config.police_jwks is not None
+            else None
+        )
         kar = _kar(config, registry)
-        pipeline = build_pipeline(kar, banks)
+        pipeline = build_pipeline(kar, banks, profiles, orders)
+        servicer = HubServicer(pipeline, Authenticator(tokens), config.stream_window)
         server = grpc.aio.server(options=SERVER_OPTIONS)
-        server.add_generic_rpc_handlers((HubServicer(pipeline, config.stream_window).handler(),))
+        server.add_generic_rpc_handlers((servicer.handler(),))
         port = (
             server.add_secure_port(config.listen, server_credentials)
             if server_credentials is not None

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from hub import certs
+from hub.certs import DEV_ISSUER
 from hub.config import HubConfig, TlsFiles
 from hub.registry import BankEndpoint, Registry, SyntheticDatasetRef
 from hub.server import Hub
@@ -72,7 +73,12 @@ async def make_env(
             registry=path,
             tls=TlsFiles(cert_dir / "hub.pem", cert_dir / "hub.key", cert_dir / "ca.pem"),
             bank_tls=TlsFiles(cert_dir / "hub.pem", cert_dir / "hub.key", cert_dir / "ca.pem"),
-            **hub_options,  # type: ignore[arg-type]
+            **{
+                "token_jwks": cert_dir / "issuer-jwks.json",
+                "token_issuer": DEV_ISSUER,
+                "police_jwks": cert_dir / "police-jwks.json",
+                **hub_options,
+            },  # type: ignore[arg-type]
         )
         hub = await Hub.start(config)
         env = Env(dataset, bank_infos, hub, hosted, cert_dir, calls)

@@ -5,8 +5,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
-from clients.client import ClientTls, HubClient
+from google.protobuf.message import Message
+
+from clients.client import ClientTls, HubClient, Token
+from clients.devtokens import DevTokens
+from hub.filter import FilterStage
+from hub.profiles import load_profiles
 from hub.server import Hub
 from providers.base import BankProvider
 from providers.server import HostedBank
@@ -15,6 +21,8 @@ from providers.synthetic.universe import BankInfo
 
 SEED = 11
 BANKS = 12
+_DEV = "<development token>"
+M = TypeVar("M", bound=Message)
 
 
 @dataclass
@@ -39,8 +47,12 @@ class Env:
             key=(self.cert_dir / f"agency-{agency}.key").read_bytes(),
         )
 
-    def client(self) -> HubClient:
-        return HubClient(self.target, tls=self.client_tls())
+    def client(self, agency: str = "974761076", token: Token = _DEV) -> HubClient:
+        """A client with the agency's certificate and, by default, a development token
+        granting the scopes of every service the agency consumes."""
+        if token is _DEV:
+            token = DevTokens(self.cert_dir, agency)
+        return HubClient(self.target, tls=self.client_tls(agency), token=token)
 
 
 class Recording(BankProvider):
@@ -74,3 +86,15 @@ class Recording(BankProvider):
 
 
 EnvFactory = Callable[..., Awaitable[Env]]
+
+
+_PROFILES = load_profiles()
+_FILTER = FilterStage(_PROFILES)
+
+
+def filtered(message: M, service: str, kind: str) -> M:
+    """What the hub lets through of a bank's answer for the service (its field mask)."""
+    copy = type(message)()
+    copy.CopyFrom(message)
+    _FILTER.plans[service][kind].apply(copy)
+    return copy

@@ -28,6 +28,9 @@ The world, in short (DSOP.md §3, §6, §8):
   day: more than 100,000 in any 12 months.
 - Account histories are generated up to ``world_date``; later, open accounts simply stay open
   and keep transacting.
+- Account numbers start with the bank's registration prefix and carry a valid check digit.
+  Each bank has a single prefix (a million numbers), so two parties of a big bank can draw the
+  same number; the accountReference, never the number, identifies an account.
 
 Consistency with KAR: :meth:`SyntheticDataset.relations` names exactly the banks that hold an
 account overlapping the period on which the party is owner or has a role.
@@ -56,12 +59,10 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from dsop.controlinfo.v2 import bank_pb2, model_pb2
 from dsop.kar.v1 import kar_pb2
 from hub.identifiers import (
-    K1_WEIGHTS,
-    K2_WEIGHTS,
     PartyKind,
     birth_date,
+    complete_national_identity_number,
     is_valid_national_identity_number,
-    mod11_check_digit,
     party_kind,
 )
 from providers.synthetic import names
@@ -73,19 +74,22 @@ from providers.synthetic.facts import (
     PartyFacts,
     RoleFacts,
 )
-from providers.synthetic.transactions import (
-    OSLO,
-    Pools,
-    TransactionFactory,
-    booking_offsets,
+from providers.synthetic.transactions import OSLO, Pools, TransactionFactory, booking_offsets
+from providers.synthetic.universe import (
+    BankInfo,
+    below,
+    mix64,
+    pick,
     random_account_number,
     random_address,
     random_company_name,
     random_org_id,
     random_person_id,
     random_person_name,
+    stable_int,
+    stable_rng,
 )
-from providers.synthetic.universe import BankInfo, stable_int, stable_rng
+from providers.synthetic.wire import field
 
 __all__ = [
     "TRAITS",
@@ -146,55 +150,21 @@ _USE_WITH_OTHER: Final = m.ACCOUNT_PERMISSION_TYPE_RIGHT_TO_USE_WITH_OTHER
 _SEE_ONLY: Final = m.ACCOUNT_PERMISSION_TYPE_RIGHT_TO_SEE_ONLY
 
 
-_MASK64: Final = (1 << 64) - 1
-
-
-def _mix(seed: int, value: int) -> int:
-    """A 64-bit hash of (seed, value): the splitmix64 finalizer, a stable and much cheaper
-    stand-in for blake2b where a per-call value (a day's balance) needs no generator."""
-    z = (seed + value * 0x9E3779B97F4A7C15) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-_TAGS: Final = tuple(_varint(number << 3 | 2) for number in range(32))
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field (a message or string, field number < 32) in protobuf wire
-    format."""
-    size = len(payload)
-    if size < 0x80:
-        return _TAGS[number] + bytes((size,)) + payload
-    if size < 0x4000:
-        return _TAGS[number] + bytes((size & 0x7F | 0x80, size >> 7)) + payload
-    return _TAGS[number] + _varint(size) + payload
-
-
-_COMPLETE: Final = _field(
+_COMPLETE: Final = field(
     bank_pb2.ListAccountsResponse.RESPONSE_DETAILS_FIELD_NUMBER,
     m.ResponseDetails(status=m.RESPONSE_STATUS_COMPLETE).SerializeToString(),
 )
 # Every envelope has responseDetails as field 1; the code relies on it, so check once.
-assert all(
-    msg.RESPONSE_DETAILS_FIELD_NUMBER == 1
+if any(
+    msg.RESPONSE_DETAILS_FIELD_NUMBER != 1
     for msg in (
         bank_pb2.ListAccountsResponse,
         bank_pb2.GetAccountDetailsResponse,
         bank_pb2.ListCardsResponse,
         bank_pb2.ListRolesResponse,
     )
-)
+):
+    raise ImportError("responseDetails is no longer field 1 of every envelope")
 _ACCOUNTS_FIELD: Final = bank_pb2.ListAccountsResponse.ACCOUNTS_FIELD_NUMBER
 _ACCOUNT_OWNER_FIELD: Final = m.Account.PRIMARY_OWNER_FIELD_NUMBER
 _ACCOUNT_NAME_FIELD: Final = m.Account.NAME_FIELD_NUMBER
@@ -207,7 +177,7 @@ _BALANCE_AMOUNT_FIELD: Final = m.Balance.AMOUNT_FIELD_NUMBER
 _BALANCE_REGISTERED_FIELD: Final = m.Balance.REGISTERED_FIELD_NUMBER
 # The account skeleton encodes Account fields once for both messages; that needs the shared
 # fields to have the same numbers and types in both.
-assert all(
+if not all(
     m.Account.DESCRIPTOR.fields_by_name[name].number
     == m.AccountDetail.DESCRIPTOR.fields_by_name[name].number
     and m.Account.DESCRIPTOR.fields_by_name[name].type
@@ -220,7 +190,8 @@ assert all(
         "type",
         "currency",
     )
-)
+):
+    raise ImportError("Account and AccountDetail no longer share fields 1-6")
 #: credit_debit_indicator of a Balance (a varint field) per direction, encoded.
 _BALANCE_DIRECTION: Final = {
     direction: m.Balance(credit_debit_indicator=direction).SerializeToString()
@@ -231,7 +202,7 @@ _CARDS_FIELD: Final = bank_pb2.ListCardsResponse.PAYMENT_CARDS_FIELD_NUMBER
 _ROLES_FIELD: Final = bank_pb2.ListRolesResponse.ROLES_FIELD_NUMBER
 
 
-def _pick(rng: random.Random, weighted: Sequence[tuple[AccountKind, int]]) -> AccountKind:
+def _weighted(rng: random.Random, weighted: Sequence[tuple[AccountKind, int]]) -> AccountKind:
     total = sum(w for _, w in weighted)
     u = rng.random() * total
     for item, weight in weighted:
@@ -251,7 +222,7 @@ def _add_years(day: dt.date, years: int) -> dt.date:
 def _random_day(rng: random.Random, first: dt.date, last: dt.date) -> dt.date:
     if last <= first:
         return first
-    return first + dt.timedelta(days=rng.randrange((last - first).days + 1))
+    return first + dt.timedelta(days=below(rng, (last - first).days + 1))
 
 
 def _month_end(year: int, month: int) -> dt.date:
@@ -264,16 +235,10 @@ def _partner_of(party_id: str) -> str | None:
     """The person paired with ``party_id`` (year and individual number with the lowest bit
     flipped): an involution that keeps the century, day, month and their offsets. None when
     the partner's number would be invalid (check digit 10, or 29 February of a common year)."""
-    body = f"{party_id[:4]}{int(party_id[4:6]) ^ 1:02d}{int(party_id[6:9]) ^ 1:03d}"
-    digits = bytes(int(c) for c in body)
-    k1 = mod11_check_digit(digits, K1_WEIGHTS)
-    if k1 is None:
-        return None
-    k2 = mod11_check_digit(digits + bytes((k1,)), K2_WEIGHTS)
-    if k2 is None:
-        return None
-    partner = f"{body}{k1}{k2}"
-    return partner if is_valid_national_identity_number(partner) else None
+    partner = complete_national_identity_number(
+        f"{party_id[:4]}{int(party_id[4:6]) ^ 1:02d}{int(party_id[6:9]) ^ 1:03d}"
+    )
+    return partner if partner and is_valid_national_identity_number(partner) else None
 
 
 #: (party id, name, identifier type, permission) of someone who may operate an account.
@@ -414,7 +379,7 @@ class SyntheticDataset:
             raise ValueError(f"unknown trait {trait!r}")
         kind = PartyKind.ORGANISATION if trait == "huge_transactions" else PartyKind.PERSON
         for party_id in itertools.islice(self._candidates(kind), 200_000):
-            if self._has_trait(party_id, trait):
+            if self.has_trait(party_id, trait):
                 return party_id
         raise LookupError(f"no party with trait {trait!r}")
 
@@ -435,7 +400,11 @@ class SyntheticDataset:
                 seen.add(party_id)
                 yield party_id
 
-    def _has_trait(self, party_id: str, trait: Trait) -> bool:
+    def has_trait(self, party_id: str, trait: Trait) -> bool:
+        """Whether the party has ``trait`` (see :meth:`find_party`); False for an invalid
+        party."""
+        if trait not in TRAITS:
+            raise ValueError(f"unknown trait {trait!r}")
         prof = self._profile(party_id)
         if prof is None:
             return False
@@ -568,7 +537,14 @@ def _roles_of(
 class SyntheticBankData:
     """One synthetic bank's answers to the five APIs. Get it from
     :meth:`SyntheticDataset.bank`; every method returns fresh messages the caller may
-    mutate."""
+    mutate. Periods are inclusive dates; "today" comes from the dataset's clock.
+
+    accountReference: 16 bytes (party id, the account's position among the party's records
+    here, and an 8-byte tag of this bank) encrypted with AES-128 under a key derived from the
+    seed and the bank id, hex-encoded. The bank decodes it without any lookup table, it does
+    not reveal the account number, and another bank's reference or random text fails the tag
+    check (UnknownAccountError) instead of naming a wrong account.
+    """
 
     def __init__(self, dataset: SyntheticDataset, info: BankInfo, index: int) -> None:
         self.info = info
@@ -644,9 +620,7 @@ class SyntheticBankData:
                 body += _balance(
                     a, False, self._booked_cents(a, to_date), f"{iso}T23:59:59{off_noon}"
                 )
-        return bank_pb2.GetAccountDetailsResponse.FromString(
-            _COMPLETE + _field(_DETAIL_FIELD, body)
-        )
+        return bank_pb2.GetAccountDetailsResponse.FromString(_COMPLETE + field(_DETAIL_FIELD, body))
 
     def iter_transactions(
         self,
@@ -701,7 +675,7 @@ class SyntheticBankData:
         a = self._lookup(account_reference)
         parts = [_COMPLETE]
         parts.extend(
-            _field(_CARDS_FIELD, c.wire)
+            field(_CARDS_FIELD, c.wire)
             for c in self._cards(a.holder, a.position)
             if c.overlaps(from_date, to_date)
         )
@@ -714,9 +688,7 @@ class SyntheticBankData:
         permission and start/end dates. Raises UnknownAccountError."""
         a = self._lookup(account_reference)
         parts = [_COMPLETE]
-        parts.extend(
-            _field(_ROLES_FIELD, r.wire) for r in a.roles if r.overlaps(from_date, to_date)
-        )
+        parts.extend(field(_ROLES_FIELD, r.wire) for r in a.roles if r.overlaps(from_date, to_date))
         return bank_pb2.ListRolesResponse.FromString(b"".join(parts))
 
     # -- references -------------------------------------------------------------------------
@@ -753,7 +725,7 @@ class SyntheticBankData:
 
     def _booked_cents(self, a: AccountFacts, day: dt.date) -> int:
         """The booked balance at the end of ``day``, signed (negative = debit)."""
-        u = _mix(a.tx_seed, day.toordinal()) / 2.0**64
+        u = mix64(a.tx_seed, day.toordinal()) / 2.0**64
         if a.kind == "loan":
             left = max(0.02, 1.0 - (day - a.start).days / _LOAN_TERM_DAYS)
             return -int(a.base_cents * left)
@@ -766,7 +738,7 @@ class SyntheticBankData:
             return a.credit_line_cents + booked
         if a.kind in ("salary", "business", "prepaid") and booked > 0:
             # Card reservations not yet booked.
-            reserved = _mix(a.tx_seed ^ 0x5EED, day.toordinal()) % 300_000
+            reserved = mix64(a.tx_seed ^ 0x5EED, day.toordinal()) % 300_000
             return booked - min(reserved, booked)
         return booked
 
@@ -826,7 +798,7 @@ class SyntheticBankData:
             grant = ds._grant(p.party_id, p.partner, self.index)
         records: list[AccountFacts] = []
         for slot, kind in enumerate(kinds):
-            currency = rng.choice(("EUR", "EUR", "USD", "SEK")) if kind == "currency" else "NOK"
+            currency = pick(rng, ("EUR", "EUR", "USD", "SEK")) if kind == "currency" else "NOK"
             number = random_account_number(rng, self.info.prefix)
             huge = slot == 0 and main and p.huge
             if huge:
@@ -845,10 +817,10 @@ class SyntheticBankData:
                 else:
                     closed = _random_day(rng, start + dt.timedelta(days=60), world)
                 periods = [(start, closed)]
-                reopen = closed + dt.timedelta(days=rng.randrange(14, 200))
+                reopen = closed + dt.timedelta(days=14 + below(rng, 186))
                 if u < 0.04 and reopen <= world:
                     periods.append((reopen, None))
-            name = rng.choice(names.ACCOUNT_NAMES[kind])
+            name = pick(rng, names.ACCOUNT_NAMES[kind])
             if kind == "currency":
                 name = f"{name} {currency}"
             base = int(_BASE_AMOUNT[kind] * rng.lognormvariate(0.0, 0.6) * 100)
@@ -930,17 +902,17 @@ class SyntheticBankData:
         name_bytes = name.encode()
         account = (
             shared
-            + _field(_ACCOUNT_OWNER_FIELD, owner.wire)
-            + _field(_ACCOUNT_NAME_FIELD, name_bytes)
+            + field(_ACCOUNT_OWNER_FIELD, owner.wire)
+            + field(_ACCOUNT_NAME_FIELD, name_bytes)
         )
         detail = (
             shared
-            + _field(_DETAIL_NAME_FIELD, name_bytes)
-            + _field(_DETAIL_OWNER_FIELD, owner.wire)
-            + _field(_DETAIL_START_FIELD, start.isoformat().encode())
+            + field(_DETAIL_NAME_FIELD, name_bytes)
+            + field(_DETAIL_OWNER_FIELD, owner.wire)
+            + field(_DETAIL_START_FIELD, start.isoformat().encode())
         )
         if end is not None:
-            detail += _field(_DETAIL_END_FIELD, end.isoformat().encode())
+            detail += field(_DETAIL_END_FIELD, end.isoformat().encode())
         return AccountFacts(
             holder=p.party_id,
             position=index,
@@ -961,7 +933,7 @@ class SyntheticBankData:
             tx_seed=tx_seed,
             base_cents=0 if kind in ("credit", "no_balance") else base,
             credit_line_cents=base if kind == "credit" else 0,
-            list_entry=_field(_ACCOUNTS_FIELD, account),
+            list_entry=field(_ACCOUNTS_FIELD, account),
             detail_body=detail,
         )
 
@@ -988,7 +960,7 @@ class SyntheticBankData:
         last_day = world if end is None else end
         cards: list[CardFacts] = []
         for card_holder in holders:
-            version = rng.randint(1, 4)
+            version = 1 + below(rng, 4)
             issued = _random_day(rng, max(start, last_day - dt.timedelta(days=3 * 365)), last_day)
             history = [(issued, version)]
             if version > 1 and rng.random() < 0.5:
@@ -998,7 +970,7 @@ class SyntheticBankData:
                 expiry = _add_years(valid_from, 4)
                 current = v == version and end is None
                 status = m.CARD_STATUS_ACTIVE if current else m.CARD_STATUS_BLOCKED
-                masked = f"{bin6}XXXXXX{rng.randrange(10_000):04d}"
+                masked = f"{bin6}XXXXXX{below(rng, 10_000):04d}"
                 card = m.PaymentCard(
                     card_identifier=masked,
                     holder_name=card_holder,
@@ -1043,12 +1015,12 @@ def _balance(a: AccountFacts, available: bool, cents: int, registered: str) -> b
         balance_type, a.currency, a.credit_line_cents, available and a.kind == "credit"
     )
     magnitude = abs(cents)
-    return _field(
+    return field(
         _DETAIL_BALANCES_FIELD,
         fixed
-        + _field(_BALANCE_AMOUNT_FIELD, f"{magnitude // 100}.{magnitude % 100:02d}".encode())
+        + field(_BALANCE_AMOUNT_FIELD, f"{magnitude // 100}.{magnitude % 100:02d}".encode())
         + _BALANCE_DIRECTION[m.CREDIT_OR_DEBIT_DEBIT if cents < 0 else m.CREDIT_OR_DEBIT_CREDIT]
-        + _field(_BALANCE_REGISTERED_FIELD, registered.encode()),
+        + field(_BALANCE_REGISTERED_FIELD, registered.encode()),
     )
 
 
@@ -1076,15 +1048,15 @@ def _person_kinds(rng: random.Random, main: bool, adult: bool) -> list[AccountKi
         # Children have savings and perhaps a youth card account.
         young: list[AccountKind] = ["savings", "prepaid"]
         return young[: min(count, 2)]
-    first: AccountKind = "salary" if main else _pick(rng, _FIRST_ELSEWHERE)
-    return [first] + [_pick(rng, _FURTHER) for _ in range(count - 1)]
+    first: AccountKind = "salary" if main else _weighted(rng, _FIRST_ELSEWHERE)
+    return [first] + [_weighted(rng, _FURTHER) for _ in range(count - 1)]
 
 
 def _organisation_kinds(rng: random.Random, main: bool, trade: str) -> list[AccountKind]:
     kinds: list[AccountKind] = ["business"]
     if not main:
         if rng.random() < 0.3:
-            kinds.append(rng.choice(("savings", "loan", "currency", "business")))
+            kinds.append(pick(rng, ("savings", "loan", "currency", "business")))
         return kinds
     optional: tuple[tuple[AccountKind, float], ...] = (
         ("tax", 0.6), ("savings", 0.3), ("loan", 0.2), ("credit", 0.15), ("currency", 0.1),
@@ -1104,10 +1076,10 @@ def _signatories(seed: int, p: PartyFacts) -> tuple[_Signatory, ...]:
     out: list[_Signatory] = []
     manager, _born = random_person_id(rng, 1950, 1998)
     out.append((manager, random_person_name(rng), _NIN, _USE_ALONE))
-    for _ in range(rng.randrange(3)):
+    for _ in range(below(rng, 3)):
         member, _born = random_person_id(rng, 1945, 1998)
         out.append((member, random_person_name(rng), _NIN, _USE_WITH_OTHER))
     if rng.random() < 0.25:
-        firm = f"{rng.choice(names.COMPANY_WORDS)} Regnskap AS"
+        firm = f"{pick(rng, names.COMPANY_WORDS)} Regnskap AS"
         out.append((random_org_id(rng), firm, _ORGNO, _SEE_ONLY))
     return tuple(out)

@@ -15,21 +15,31 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from statistics import NormalDist
+from typing import Final, Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
 from dsop.controlinfo.v2 import model_pb2
-from hub.identifiers import (
-    make_account_number,
-    make_national_identity_number,
-    make_organisation_number,
-)
 from providers.synthetic import names
 from providers.synthetic.facts import AccountFacts, Address, CardFacts, PartyFacts
-from providers.synthetic.universe import BankInfo, stable_int, stable_rng
+from providers.synthetic.universe import (
+    BankInfo,
+    below,
+    mix64,
+    pick,
+    random_account_number,
+    random_address,
+    random_company_name,
+    random_org_id,
+    random_person_id,
+    random_person_name,
+    stable_rng,
+)
+from providers.synthetic.wire import field
 
 __all__ = ["OSLO", "Pools", "TransactionFactory", "booking_offsets"]
 
@@ -45,6 +55,8 @@ Source = Literal[
 ]  # fmt: skip
 
 R = m.TransactionReferenceType
+#: The Tax Administration's organisation number (DSOP.md §1).
+TAX_ADMINISTRATION: Final = "974761076"
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,48 +426,6 @@ def _counterparty(
     return Counterparty(name, account, wire)
 
 
-def random_address(rng: random.Random) -> Address:
-    post_code, town = rng.choice(names.TOWNS)
-    return Address(rng.choice(names.STREETS), str(rng.randint(1, 120)), post_code, town)
-
-
-def random_person_name(rng: random.Random) -> str:
-    return f"{rng.choice(names.FIRST_NAMES)} {rng.choice(names.SURNAMES)}"
-
-
-def random_company_name(rng: random.Random) -> tuple[str, str]:
-    """(name, trade word) of a fictional company."""
-    trade = rng.choice(names.COMPANY_TRADES)
-    return f"{rng.choice(names.COMPANY_WORDS)} {trade} {rng.choice(names.COMPANY_SUFFIXES)}", trade
-
-
-def random_person_id(rng: random.Random, first_year: int, last_year: int) -> tuple[str, dt.date]:
-    """A synthetic test person's national identity number (month + 80) and birth date."""
-    while True:
-        born = dt.date(first_year, 1, 1) + dt.timedelta(
-            days=rng.randrange((dt.date(last_year, 12, 31) - dt.date(first_year, 1, 1)).days + 1)
-        )
-        individual = rng.randrange(500) if born.year < 2000 else rng.randrange(500, 1000)
-        made = make_national_identity_number(born, individual, synthetic=True)
-        if made is not None:
-            return made, born
-
-
-def random_account_number(rng: random.Random, prefix: int) -> str:
-    while True:
-        made = make_account_number(prefix, rng.randrange(1_000_000))
-        if made is not None:
-            return made
-
-
-def random_org_id(rng: random.Random) -> str:
-    """A synthetic organisation number (3xxxxxxxx: a range no real entity uses)."""
-    while True:
-        made = make_organisation_number(rng.randrange(31_000_000, 40_000_000))
-        if made is not None:
-            return made
-
-
 class Pools:
     """The counterparties every bank's transactions draw from, built once per dataset."""
 
@@ -469,7 +439,7 @@ class Pools:
         )
 
         def company(name: str) -> Counterparty:
-            account = random_account_number(rng, rng.choice(prefixes))
+            account = random_account_number(rng, pick(rng, prefixes))
             return _counterparty(
                 name,
                 account,
@@ -482,12 +452,20 @@ class Pools:
         self.merchants = tuple(company(f"{chain} Norge AS") for chain in names.MERCHANTS)
         self.billers = tuple(company(name) for name in names.BILLERS)
         self.companies = tuple(company(random_company_name(rng)[0]) for _ in range(300))
-        self.tax_office = company("Skatteetaten")
+        # Withheld tax goes to the Tax Administration: its real, public organisation number.
+        self.tax_office = _counterparty(
+            "Skatteetaten",
+            random_account_number(rng, pick(rng, prefixes)),
+            TAX_ADMINISTRATION,
+            org,
+            address=Address("Postboks", "9200", "0134", "Oslo"),
+            address_type=biz,
+        )
         self.acquirer = company("Nets Branch Norway")
         self.persons = tuple(
             _counterparty(
                 random_person_name(rng),
-                random_account_number(rng, rng.choice(prefixes)),
+                random_account_number(rng, pick(rng, prefixes)),
                 random_person_id(rng, 1945, 2006)[0],
                 nin,
                 address=random_address(rng),
@@ -498,7 +476,7 @@ class Pools:
         foreign = []
         for merchant, country, _currency in names.FOREIGN_MERCHANTS:
             street, post_code, town = names.FOREIGN_ADDRESSES[country]
-            address = Address(street, str(rng.randint(1, 300)), post_code, town, country)
+            address = Address(street, str(1 + below(rng, 300)), post_code, town, country)
             foreign.append(
                 _counterparty(merchant, None, None, org, address=address, address_type=biz)
             )
@@ -510,12 +488,41 @@ def _amount(cents: int) -> str:
 
 
 _KID_LENGTHS: Final = (7, 10, 15)
+
+
+def _lognormal_table(sigma: float, size: int = 4096) -> tuple[float, ...]:
+    """Equally likely values of exp(sigma * Z), Z standard normal: a draw is one index, where
+    random.lognormvariate() costs a microsecond per transaction."""
+    normal = NormalDist()
+    return tuple(math.exp(sigma * normal.inv_cdf((i + 0.5) / size)) for i in range(size))
+
+
+_LOGNORMAL: Final = {sigma: _lognormal_table(sigma) for sigma in {e.sigma for e in EVENTS.values()}}
+_REFERENCES_FIELD: Final = m.Transaction.REFERENCES_FIELD_NUMBER
+_BOOKING_DATE_FIELD: Final = m.Transaction.BOOKING_DATE_FIELD_NUMBER
+_VALUE_DATE_FIELD: Final = m.Transaction.VALUE_DATE_FIELD_NUMBER
+_REFERENCE_VALUE_FIELD: Final = m.TransactionReference.VALUE_FIELD_NUMBER
+_REFERENCE_TYPES: Final = {
+    ref_type: m.TransactionReference(type=ref_type).SerializeToString()
+    for ref_type in R.values()
+    if ref_type
+}
+
+
+def _reference(value: str, ref_type: m.TransactionReferenceType.ValueType) -> bytes:
+    """One entry of Transaction.references, encoded."""
+    return field(
+        _REFERENCES_FIELD,
+        field(_REFERENCE_VALUE_FIELD, value.encode()) + _REFERENCE_TYPES[ref_type],
+    )
+
+
 _TOWNS_UPPER: Final = tuple(town.upper() for _, town in names.TOWNS)
 
 
-@dataclass(frozen=True, slots=True)
-class _DayContext:
-    """What every transaction of one account's day shares."""
+class _DayContext(NamedTuple):
+    """What every transaction of one account's day shares (a NamedTuple: built once per
+    day, and cheaper to build than a frozen dataclass)."""
 
     a: AccountFacts
     holder: PartyFacts
@@ -523,7 +530,9 @@ class _DayContext:
     ymd: str
     id_prefix: str
     servicer_prefix: str
-    booking: str
+    #: bookingDate and valueDate (a booked transaction), or valueDate alone, encoded.
+    booked_dates: bytes
+    value_date: bytes
     iso_t: str
     off_noon: str
     card: CardFacts | None
@@ -539,6 +548,9 @@ class TransactionFactory:
         self._bank = bank
         self._pools = pools
         self._templates: dict[tuple[str, str], bytes] = {}
+        # Re-seeded for every day; a day is generated in one call, so one instance serves all.
+        self._rng = random.Random(0)
+        self._own_cache: dict[tuple[str, str, int], bytes] = {}
 
     def _scheduled(self, a: AccountFacts, holder: PartyFacts, day: dt.date) -> list[str]:
         """The events fixed by the calendar (salary day, bills, interest, fees)."""
@@ -595,7 +607,8 @@ class TransactionFactory:
         The count comes from the hash itself, so counting days, and skipping the many empty
         days of a savings account, costs no generator seeding (a few microseconds each).
         """
-        h = stable_int(self._seed, self._bank.bank_id, a.tx_key, day.toordinal())
+        # tx_seed derives from (seed, bank, holder, account), so this is stable too.
+        h = mix64(a.tx_seed, day.toordinal())
         profile = PROFILES["huge" if a.huge else a.kind]
         rate = profile.weekday if day.weekday() < 5 else profile.weekend
         count = 0
@@ -634,7 +647,8 @@ class TransactionFactory:
         h, events, extra = self._plan(a, holder, day)
         if not events and not extra:
             return []
-        rng = random.Random(h)
+        rng = self._rng
+        rng.seed(h)
         profile = PROFILES["huge" if a.huge else a.kind]
         r = rng.random
         for _ in range(extra):
@@ -647,6 +661,7 @@ class TransactionFactory:
                 events.append(profile.mix[-1][1])
         iso, off_midnight, off_noon = booking_offsets(day)
         ymd = iso.replace("-", "")
+        booking = f"{iso}T00:00:00{off_midnight}".encode()
         ctx = _DayContext(
             a=a,
             holder=holder,
@@ -654,7 +669,8 @@ class TransactionFactory:
             ymd=ymd,
             id_prefix=f"{a.tx_key}{ymd}",
             servicer_prefix=f"{ymd[2:]}{a.tx_key[:4].upper()}",
-            booking=f"{iso}T00:00:00{off_midnight}",
+            booked_dates=field(_BOOKING_DATE_FIELD, booking) + field(_VALUE_DATE_FIELD, booking),
+            value_date=field(_VALUE_DATE_FIELD, booking),
             iso_t=f"{iso}T",
             off_noon=off_noon,
             card=self._card_on(cards, day),
@@ -705,12 +721,14 @@ class TransactionFactory:
         ev = EVENTS[name]
         pools = self._pools
         a = ctx.a
-        t = m.Transaction.FromString(self._template(name, a.currency))
-        t.transaction_identifier = f"{ctx.id_prefix}{seq:05d}"
-        refs = t.references
-        refs.add(value=f"{ctx.servicer_prefix}{seq:05d}", type=_SERVICER)
+        # The references go in as wire fragments with the template: one parse instead of an
+        # add() and two setters per reference.
+        wire = [
+            self._template(name, a.currency),
+            _reference(f"{ctx.servicer_prefix}{seq:05d}", _SERVICER),
+        ]
         if r() < 0.7:
-            refs.add(value=str(100_000_000 + int(r() * 900_000_000)), type=_ARCHIVE)
+            wire.append(_reference(str(100_000_000 + int(r() * 900_000_000)), _ARCHIVE))
         for ref_type in ev.refs:
             if ref_type == _KID:
                 value = _kid(r, _KID_LENGTHS[int(r() * 3)])
@@ -720,17 +738,20 @@ class TransactionFactory:
                 value = f"F{int(r() * 10_000_000):07d}"
             else:
                 value = f"{rng.getrandbits(64):016X}"
-            refs.add(value=value, type=ref_type)
+            wire.append(_reference(value, ref_type))
+        t = m.Transaction.FromString(b"".join(wire))
+        t.transaction_identifier = f"{ctx.id_prefix}{seq:05d}"
         status = m.TRANSACTION_STATUS_BOOKED
         if ctx.is_today and ev.card:
             status = t.status = m.TRANSACTION_STATUS_PENDING
         elif ev.source == "biller" and r() < 0.002:
             status = t.status = m.TRANSACTION_STATUS_INFO
-        if status == m.TRANSACTION_STATUS_BOOKED:
-            t.booking_date = ctx.booking
-        t.value_date = ctx.booking
+        t.MergeFromString(
+            ctx.booked_dates if status == m.TRANSACTION_STATUS_BOOKED else ctx.value_date
+        )
 
-        cents = max(100, int(ev.median_cents * rng.lognormvariate(0.0, ev.sigma)))
+        spread = _LOGNORMAL[ev.sigma]
+        cents = max(100, int(ev.median_cents * spread[int(r() * len(spread))]))
         if ev.source == "atm":
             cents = max(1, cents // 10_000) * 10_000
         rate_of = names.EXCHANGE_RATES.get(a.currency)
@@ -777,14 +798,8 @@ class TransactionFactory:
                     other.wire[m.COUNTER_PARTY_TYPE_ULTIMATE_DEBTOR]
                 )
         elif source == "self":
-            self._own_counterparty(
-                t.counter_parties.add(),
-                rng,
-                a,
-                ctx.holder,
-                siblings=ctx.siblings,
-                cp_type=cp_type,
-            )
+            own = pick(rng, ctx.siblings) if ctx.siblings else self._elsewhere(a)
+            t.counter_parties.add().MergeFromString(self._own(ctx.holder, own, cp_type))
 
         if ev.note and r() < ev.note:
             if source in ("employer", "employee"):
@@ -817,42 +832,30 @@ class TransactionFactory:
         t.amount = _amount(cents)
         return t
 
-    def _own_counterparty(
-        self,
-        cp: m.CounterParty,
-        rng: random.Random,
-        a: AccountFacts,
-        holder: PartyFacts,
-        *,
-        siblings: Sequence[str],
-        cp_type: m.CounterPartyType.ValueType,
-    ) -> None:
-        """The holder's other account (at this bank when it has one, else elsewhere)."""
-        if siblings:
-            cp.account_identifier = siblings[rng.randrange(len(siblings))]
-        else:
-            cp.account_identifier = random_account_number(
-                random.Random(int(a.tx_key, 16)), 1000 + int(a.tx_key[:4], 16) % 9000
-            )
-        cp.identifier.value = holder.party_id
-        cp.identifier.type = (
-            m.IDENTIFIER_TYPE_NATIONAL_IDENTITY_NUMBER
-            if len(holder.party_id) == 11
-            else m.IDENTIFIER_TYPE_COUNTRY_IDENTIFICATION_CODE
-        )
-        cp.identifier.country_of_residence = "NO"
-        cp.name = holder.name
-        cp.type = cp_type
-        address = holder.address
-        pa = cp.postal_address
-        pa.type = (
-            m.ADDRESS_TYPE_RESIDENTIAL if len(holder.party_id) == 11 else m.ADDRESS_TYPE_BUSINESS
-        )
-        pa.street_name = address.street
-        pa.building_number = address.building
-        pa.post_code = address.post_code
-        pa.town_name = address.town
-        pa.country = address.country
-        pa.address_lines.extend(
-            (f"{address.street} {address.building}", f"{address.post_code} {address.town}")
-        )
+    def _elsewhere(self, a: AccountFacts) -> str:
+        """The account at another bank that a holder with one account here moves money to."""
+        return random_account_number(random.Random(a.tx_seed), 1000 + a.tx_seed % 9000)
+
+    def _own(
+        self, holder: PartyFacts, account: str, cp_type: m.CounterPartyType.ValueType
+    ) -> bytes:
+        """The holder as the counterparty of an own transfer, encoded (and memoized: a
+        holder's transfers repeat the same few)."""
+        key = (holder.party_id, account, cp_type)
+        found = self._own_cache.get(key)
+        if found is None:
+            person = len(holder.party_id) == 11
+            found = _counterparty(
+                holder.name,
+                account,
+                holder.party_id,
+                m.IDENTIFIER_TYPE_NATIONAL_IDENTITY_NUMBER
+                if person
+                else m.IDENTIFIER_TYPE_COUNTRY_IDENTIFICATION_CODE,
+                address=holder.address,
+                address_type=m.ADDRESS_TYPE_RESIDENTIAL if person else m.ADDRESS_TYPE_BUSINESS,
+            ).wire[cp_type]
+            if len(self._own_cache) >= 8192:
+                self._own_cache.clear()
+            self._own_cache[key] = found
+        return found

@@ -14,6 +14,7 @@ import pytest
 import clients
 from clients.cli import main, read_queries
 from clients.client import SyncHubClient, make_query
+from clients.devtokens import DevTokens
 from clients.services import MANDATES
 from dsop.hub.v1 import hub_pb2
 from tests.support import Env
@@ -33,7 +34,9 @@ async def test_sync_client_query_and_stream(env: Env) -> None:
     parties = env.dataset.party_sample(50)
 
     def work() -> tuple[list[hub_pb2.QueryEvent], list[hub_pb2.QueryEvent]]:
-        with SyncHubClient(env.target, tls=env.client_tls()) as hub:
+        with SyncHubClient(
+            env.target, tls=env.client_tls(), token=DevTokens(env.cert_dir, "974761076")
+        ) as hub:
             one = list(
                 hub.query(
                     make_query(
@@ -69,7 +72,9 @@ async def test_sync_client_query_and_stream(env: Env) -> None:
 
 async def test_sync_client_raises_on_refusal(env: Env) -> None:
     def work() -> None:
-        with SyncHubClient(env.target, tls=env.client_tls()) as hub:
+        with SyncHubClient(
+            env.target, tls=env.client_tls(), token=DevTokens(env.cert_dir, "974761076")
+        ) as hub:
             list(
                 hub.query(
                     make_query(service="x", legal_mandate="m", operation=hub_pb2.OPERATION_ACCOUNTS)
