@@ -280,7 +280,7 @@ class _AccountsWithBalances(_Call):
     A details failure fails the bank's part as a whole: the agency needs every balance.
     """
 
-    __slots__ = ("details", "failed", "partial", "waiting")
+    __slots__ = ("details", "envelope", "failed", "partial", "waiting")
 
     def start(self) -> None:
         self._accounts_request(self.on_accounts)
@@ -293,6 +293,7 @@ class _AccountsWithBalances(_Call):
             self.fanout.bank_failed(self.ctx, self.bank_id, _malformed("accounts"))
             return
         accounts = response.accounts
+        self.envelope = accounts.response_details
         self.partial = accounts.response_details.status == PARTIAL
         self.failed = False
         self.details: list[model_pb2.AccountDetail | None] = [None] * len(accounts.accounts)
@@ -337,6 +338,8 @@ class _AccountsWithBalances(_Call):
             Outcome.BANK_OUTCOME_PARTIAL if self.partial else Outcome.BANK_OUTCOME_COMPLETE
         )
         payload = result.accounts_with_balances
+        # The accounts list's envelope (its message, if any), with the status of the whole.
+        payload.response_details.CopyFrom(self.envelope)
         payload.response_details.status = (
             PARTIAL if self.partial else model_pb2.RESPONSE_STATUS_COMPLETE
         )

@@ -8,7 +8,7 @@ validators, so a number the generators return always validates.
 National identity numbers (``DDMMYYIIIKK``) are accepted as ordinary numbers, D-numbers (day
 + 40), H-numbers (month + 40) and synthetic test persons (month + 80, as issued by the Tax
 Administration's test register), in any combination of one day offset and one month offset.
-The date part must be a real calendar date in the century the individual number IIII gives.
+The date part must be a real calendar date in the century the individual number III gives.
 A birth date in the future is not rejected: validation must not depend on the clock.
 """
 

@@ -507,6 +507,14 @@ def test_roles_name_the_owner_first_with_valid_identifiers(ds: SyntheticDataset)
 # --- transactions -----------------------------------------------------------------------------
 
 
+def _luhn_valid(kid: str) -> bool:
+    total = 0
+    for i, char in enumerate(reversed(kid)):
+        digit = int(char) * (2 if i % 2 else 1)
+        total += digit - 9 if digit > 9 else digit
+    return total % 10 == 0
+
+
 def _salary_account(ds: SyntheticDataset) -> tuple[SyntheticBankData, model_pb2.Account]:
     for party in ds.party_sample(50):
         for bank, account in _accounts(ds, party):
@@ -534,6 +542,26 @@ def test_pages_hold_page_size_transactions_without_duplicates(ds: SyntheticDatas
     assert days == sorted(days)
     assert days[0] >= YEAR_AGO.isoformat() and days[-1] <= TODAY.isoformat()
     assert len(everything) > 300  # a salary account is busy
+
+
+def test_a_days_transactions_do_not_depend_on_the_period_asked(ds: SyntheticDataset) -> None:
+    bank, account = _salary_account(ds)
+    ref = account.account_reference
+    day = dt.date(2026, 10, 15)  # a Thursday: its week starts before every period below
+
+    def on(start: dt.date, end: dt.date) -> list[bytes]:
+        return [
+            t.SerializeToString()
+            for page in bank.iter_transactions(ref, start, end)
+            for t in page
+            if t.value_date.startswith(day.isoformat())
+        ]
+
+    alone = on(day, day)
+    assert alone
+    assert on(day - dt.timedelta(days=2), day) == alone
+    assert on(day, day + dt.timedelta(days=9)) == alone
+    assert on(dt.date(2026, 1, 1), TODAY) == alone
 
 
 def test_an_empty_period_yields_one_empty_page(ds: SyntheticDataset) -> None:
@@ -573,6 +601,9 @@ def test_transactions_are_fully_and_validly_populated(ds: SyntheticDataset) -> N
                 assert is_valid_account_number(party.account_identifier)
             if party.HasField("identifier"):
                 assert _valid_identifier(party.identifier)
+        for reference in t.references:
+            if reference.type == m.TRANSACTION_REFERENCE_TYPE_REMITTANCE_REFERENCE:
+                assert _luhn_valid(reference.value), reference.value
                 assert party.postal_address.post_code and party.postal_address.town_name
         card = t.transaction_code.family == m.FAMILY_TYPE_CUSTOMER_CARD_TRANSACTIONS
         assert t.HasField("payment_card") == card
