@@ -22,6 +22,7 @@ from clients.client import ClientTls, HubClient, make_query
 from clients.devtokens import DevTokens
 from clients.render import render_event
 from clients.services import CONSUMERS, MANDATES
+from dsop.controlinfo.v2 import bank_pb2
 from dsop.hub.v1 import hub_pb2
 
 
@@ -155,6 +156,63 @@ async def _queries(target: str, certs: Path, banks: int, seed: int) -> None:
             party_id="12345678901",
         ),
     )
+    police = {
+        "service": "politi-utlevering",
+        "legal_mandate": MANDATES["politi-utlevering"],
+        "requester_id": "etterforsker-7",
+        "party_id": party,
+        "only_primary_owner": False,
+        "from_date": (today - dt.timedelta(days=365)).isoformat(),
+        "to_date": today.isoformat(),
+        "additional_reference_id_type": bank_pb2.ADDITIONAL_REFERENCE_ID_TYPE_POL1,
+    }
+    order = _police_order(certs, party, today, cards=False)
+    await _ask(
+        target,
+        certs,
+        "Police: accounts under a signed extradition order (pol1)",
+        make_query(operation=hub_pb2.OPERATION_ACCOUNTS, additional_reference_id=order, **police),  # type: ignore[arg-type]
+    )
+    await _ask(
+        target,
+        certs,
+        "Police: cards are refused when the order does not allow them",
+        make_query(
+            operation=hub_pb2.OPERATION_CARDS,
+            account_reference=reference,
+            banks=[bank_id],
+            additional_reference_id=order,
+            **{**police, "party_id": ""},  # type: ignore[arg-type]
+        ),
+    )
+
+
+def _police_order(certs: Path, party: str, today: dt.date, *, cards: bool) -> str:
+    """A development extradition order, signed with the police key `dsop certs init` made."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key  # noqa: PLC0415
+
+    from hub.police import sign_order  # noqa: PLC0415
+
+    now = int(time.time())
+    claims = {
+        "partyId": party,
+        "legalMandate": MANDATES["politi-utlevering"],
+        "reason": "etterforskning",
+        "fromDate": (today - dt.timedelta(days=400)).isoformat(),
+        "toDate": today.isoformat(),
+        "onlyPrimaryOwner": False,
+        "accountList": True,
+        "accountDetails": True,
+        "transactions": True,
+        "cards": cards,
+        "roles": False,
+        "caseId": "2026-4711",
+        "approvedBy": "statsadvokat",
+        "iat": now - 86400,
+        "exp": now + 30 * 86400,
+    }
+    key = load_pem_private_key((certs / "police.key").read_bytes(), None)
+    return sign_order(claims, key)  # type: ignore[arg-type]
 
 
 def run_demo(banks: int = 20, seed: int = 7) -> int:
