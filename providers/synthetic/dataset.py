@@ -510,7 +510,7 @@ class SyntheticDataset:
         prof = self._profile(party_id)
         if prof is None or bank_index not in prof.own:
             return ()
-        return self._bank_data[bank_index].build_accounts(prof.party)
+        return self._bank_data[bank_index]._build_accounts(prof.party)
 
     def _make_signatories(self, party_id: str) -> tuple[_Signatory, ...]:
         p = self._party(party_id)
@@ -764,21 +764,20 @@ class SyntheticBankData:
         cards = self._cards(a.holder, a.position)
         page: list[m.Transaction] = []
         yielded = False
-        day = first
-        one = dt.timedelta(days=1)
-        while day <= last:
-            page.extend(factory.day(a, holder, day, today=today, siblings=siblings, cards=cards))
+        for made in factory.days(
+            a, holder, first, last, today=today, siblings=siblings, cards=cards
+        ):
+            page.extend(made)
             while len(page) >= page_size:
                 yield page[:page_size]
                 yielded = True
                 page = page[page_size:]
-            day += one
         if page or not yielded:
             yield page
 
     # -- account skeletons ------------------------------------------------------------------
 
-    def build_accounts(self, p: PartyFacts) -> tuple[AccountFacts, ...]:
+    def _build_accounts(self, p: PartyFacts) -> tuple[AccountFacts, ...]:
         """The account records ``p`` owns at this bank (called once per cache miss)."""
         ds = self._ds
         rng = stable_rng(ds.seed, "accounts", self.info.bank_id, p.party_id)

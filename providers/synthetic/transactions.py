@@ -1,9 +1,9 @@
 """Transactions of the synthetic accounts, generated one booking day at a time.
 
-A day's transactions derive from (seed, bank, account, day) alone, so any day can be produced
-without the days before it: the first page of an account with 100,000+ transactions a year
-costs what the page costs, and :meth:`TransactionFactory.count` can count a year without
-building a single message. Within a day the transactions are numbered, and the
+A day's transactions derive from (seed, bank, account, day and its week) alone, so a period can
+start anywhere without generating what lies before it: the first page of an account with
+100,000+ transactions a year costs what the page costs, and :meth:`TransactionFactory.count`
+counts a year without building a single message. Within a day the transactions are numbered, and the
 transaction identifier is ``tx_key + YYYYMMDD + sequence``, unique in the bank.
 
 Transactions and balances are generated independently: the booked balance of a day is not the
@@ -17,7 +17,7 @@ import datetime as dt
 import functools
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Final, Literal, NamedTuple
@@ -365,17 +365,31 @@ def booking_offsets(day: dt.date) -> tuple[str, str, str]:
     return day.isoformat(), offset(0), offset(12)
 
 
-#: Luhn: the sum of the digits of 2 * d, for d = 0..9.
-_LUHN_DOUBLED: Final = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+@functools.lru_cache(maxsize=8192)
+def _day_strings(day: dt.date) -> tuple[str, bytes, bytes, str, str]:
+    """What every account's transactions of ``day`` share: YYYYMMDD, bookingDate and
+    valueDate encoded (booked), valueDate alone encoded (pending), "YYYY-MM-DDT" and the
+    daytime UTC offset."""
+    iso, off_midnight, off_noon = booking_offsets(day)
+    booking = f"{iso}T00:00:00{off_midnight}".encode()
+    value_date = field(_VALUE_DATE_FIELD, booking)
+    booked = field(_BOOKING_DATE_FIELD, booking) + value_date
+    return iso.replace("-", ""), booked, value_date, f"{iso}T", off_noon
+
+
+#: ASCII digits to their values, and to the digit sum of their double (Luhn).
+_DIGIT_VALUES: Final = bytes.maketrans(b"0123456789", bytes(range(10)))
+_LUHN_DOUBLED: Final = bytes.maketrans(b"0123456789", bytes((0, 2, 4, 6, 8, 1, 3, 5, 7, 9)))
 
 
 def _kid(random01: Callable[[], float], length: int) -> str:
     """A KID (customer id on a payment) with its Luhn (mod 10) check digit."""
     body = f"{int(random01() * 10 ** (length - 1)):0{length - 1}d}"
-    total = 0
-    for i, char in enumerate(reversed(body)):
-        digit = ord(char) - 48
-        total += _LUHN_DOUBLED[digit] if i % 2 == 0 else digit
+    backwards = body.encode()[::-1]
+    # From the right, the digits next to the check digit are doubled, then every other one.
+    total = sum(backwards[0::2].translate(_LUHN_DOUBLED)) + sum(
+        backwards[1::2].translate(_DIGIT_VALUES)
+    )
     return f"{body}{(10 - total % 10) % 10}"
 
 
@@ -385,8 +399,9 @@ class Counterparty:
 
     name: str
     account: str | None
-    #: Serialized CounterParty per CounterPartyType value.
-    wire: dict[int, bytes]
+    #: Per CounterPartyType value, the counterparty as an entry of Transaction.counterParties
+    #: (tag and length included).
+    entry: dict[int, bytes]
 
 
 def _counterparty(
@@ -422,7 +437,7 @@ def _counterparty(
         pa.address_lines.extend(
             (f"{address.street} {address.building}", f"{address.post_code} {address.town}")
         )
-        wire[cp_type] = cp.SerializeToString()
+        wire[cp_type] = field(_COUNTER_PARTIES_FIELD, cp.SerializeToString())
     return Counterparty(name, account, wire)
 
 
@@ -484,10 +499,18 @@ class Pools:
 
 
 def _amount(cents: int) -> str:
-    return f"{cents // 100}.{cents % 100:02d}"
+    """Cents as the standard's decimal string ("1234.50")."""
+    return f"{cents // 100}.{_CENTS[cents % 100]}"
 
 
 _KID_LENGTHS: Final = (7, 10, 15)
+#: Keeps the seeds of generation units apart from the per-day hashes of the same account.
+_UNIT_SALT: Final = 0x5A17_0F_DA75
+# Formatting through tables: f"{n:05d}" and friends cost more than the lookups they replace.
+_SEQUENCE: Final = tuple(f"{i:05d}" for i in range(4096))
+_CLOCK_MINUTES: Final = tuple(f"{m // 60:02d}:{m % 60:02d}:" for m in range(24 * 60))
+_CLOCK_SECONDS: Final = tuple(f"{s:02d}" for s in range(60))
+_CENTS: Final = tuple(f"{c:02d}" for c in range(100))
 
 
 def _lognormal_table(sigma: float, size: int = 4096) -> tuple[float, ...]:
@@ -500,6 +523,8 @@ def _lognormal_table(sigma: float, size: int = 4096) -> tuple[float, ...]:
 _LOGNORMAL: Final = {sigma: _lognormal_table(sigma) for sigma in {e.sigma for e in EVENTS.values()}}
 _REFERENCES_FIELD: Final = m.Transaction.REFERENCES_FIELD_NUMBER
 _BOOKING_DATE_FIELD: Final = m.Transaction.BOOKING_DATE_FIELD_NUMBER
+_COUNTER_PARTIES_FIELD: Final = m.Transaction.COUNTER_PARTIES_FIELD_NUMBER
+_PAYMENT_CARD_FIELD: Final = m.Transaction.PAYMENT_CARD_FIELD_NUMBER
 _VALUE_DATE_FIELD: Final = m.Transaction.VALUE_DATE_FIELD_NUMBER
 _REFERENCE_VALUE_FIELD: Final = m.TransactionReference.VALUE_FIELD_NUMBER
 _REFERENCE_TYPES: Final = {
@@ -536,6 +561,8 @@ class _DayContext(NamedTuple):
     iso_t: str
     off_noon: str
     card: CardFacts | None
+    #: The card as Transaction.paymentCard, encoded (empty without a card).
+    card_entry: bytes
     is_today: bool
     mandate: str
 
@@ -548,8 +575,6 @@ class TransactionFactory:
         self._bank = bank
         self._pools = pools
         self._templates: dict[tuple[str, str], bytes] = {}
-        # Re-seeded for every day; a day is generated in one call, so one instance serves all.
-        self._rng = random.Random(0)
         self._own_cache: dict[tuple[str, str, int], bytes] = {}
 
     def _scheduled(self, a: AccountFacts, holder: PartyFacts, day: dt.date) -> list[str]:
@@ -629,8 +654,47 @@ class TransactionFactory:
             day += one
         return total
 
-    def day(
+    def days(
         self,
+        a: AccountFacts,
+        holder: PartyFacts,
+        first: dt.date,
+        last: dt.date,
+        *,
+        today: dt.date,
+        siblings: Sequence[str],
+        cards: Sequence[CardFacts],
+    ) -> Iterator[list[m.Transaction]]:
+        """The transactions booked on each day first..last (pending on today), one list per
+        day, generated as they are taken.
+
+        ``siblings`` are the holder's other account numbers at the bank, the counterparty of
+        own transfers; ``cards`` the account's cards, used by card transactions.
+
+        How many transactions a day holds comes from the day alone (:meth:`count`); their
+        contents come from a generator seeded once per unit of days, because seeding costs
+        more than the few transactions of a typical day: a week (Monday to Sunday) for
+        ordinary accounts, a day for accounts with hundreds a day. A period starting mid-week
+        generates the week's earlier days and drops them, so a day's transactions never
+        depend on the period asked for.
+        """
+        if first > last:
+            return
+        rng = random.Random()  # one per call: several iterators may be interleaved
+        weekly = not a.huge
+        one = dt.timedelta(days=1)
+        day = first - dt.timedelta(days=first.weekday()) if weekly else first
+        while day <= last:
+            if not weekly or day.weekday() == 0:
+                rng.seed(mix64(a.tx_seed ^ _UNIT_SALT, day.toordinal()))
+            made = self._day(rng, a, holder, day, today=today, siblings=siblings, cards=cards)
+            if day >= first:
+                yield made
+            day += one
+
+    def _day(
+        self,
+        rng: random.Random,
         a: AccountFacts,
         holder: PartyFacts,
         day: dt.date,
@@ -639,16 +703,9 @@ class TransactionFactory:
         siblings: Sequence[str],
         cards: Sequence[CardFacts],
     ) -> list[m.Transaction]:
-        """The transactions booked on ``day`` (or pending, when ``day`` is today).
-
-        ``siblings`` are the holder's other account numbers at the bank, the counterparty of
-        own transfers; ``cards`` the account's cards, used by card transactions.
-        """
-        h, events, extra = self._plan(a, holder, day)
+        _h, events, extra = self._plan(a, holder, day)
         if not events and not extra:
             return []
-        rng = self._rng
-        rng.seed(h)
         profile = PROFILES["huge" if a.huge else a.kind]
         r = rng.random
         for _ in range(extra):
@@ -659,23 +716,23 @@ class TransactionFactory:
                     break
             else:
                 events.append(profile.mix[-1][1])
-        iso, off_midnight, off_noon = booking_offsets(day)
-        ymd = iso.replace("-", "")
-        booking = f"{iso}T00:00:00{off_midnight}".encode()
+        ymd, booked_dates, value_date, iso_t, off_noon = _day_strings(day)
+        card = self._card_on(cards, day)
         ctx = _DayContext(
             a=a,
             holder=holder,
             siblings=siblings,
             ymd=ymd,
-            id_prefix=f"{a.tx_key}{ymd}",
-            servicer_prefix=f"{ymd[2:]}{a.tx_key[:4].upper()}",
-            booked_dates=field(_BOOKING_DATE_FIELD, booking) + field(_VALUE_DATE_FIELD, booking),
-            value_date=field(_VALUE_DATE_FIELD, booking),
-            iso_t=f"{iso}T",
+            id_prefix=a.tx_key + ymd,
+            servicer_prefix=ymd[2:] + a.tx_key[:4],
+            booked_dates=booked_dates,
+            value_date=value_date,
+            iso_t=iso_t,
             off_noon=off_noon,
-            card=self._card_on(cards, day),
+            card=card,
+            card_entry=b"" if card is None else field(_PAYMENT_CARD_FIELD, card.wire),
             is_today=day == today,
-            mandate=f"{int(a.tx_key[:6], 16) % 10_000_000:07d}",
+            mandate=str(1_000_000 + a.tx_seed % 9_000_000),
         )
         out: list[m.Transaction] = []
         for seq, event in enumerate(events):
@@ -715,17 +772,17 @@ class TransactionFactory:
         return found
 
     def _one(self, rng: random.Random, ctx: _DayContext, name: str, seq: int) -> m.Transaction:
-        # Draws use rng.random() scaled to an index: randrange() costs several times more and
-        # this runs for every transaction.
+        # This runs for every transaction, so it draws with rng.random() scaled to an index
+        # (randrange() costs several times more), formats through lookup tables, and collects
+        # the message fields as wire fragments parsed once (see providers.synthetic.wire).
         r = rng.random
         ev = EVENTS[name]
         pools = self._pools
         a = ctx.a
-        # The references go in as wire fragments with the template: one parse instead of an
-        # add() and two setters per reference.
+        seq_text = _SEQUENCE[seq] if seq < len(_SEQUENCE) else f"{seq:05d}"
         wire = [
             self._template(name, a.currency),
-            _reference(f"{ctx.servicer_prefix}{seq:05d}", _SERVICER),
+            _reference(ctx.servicer_prefix + seq_text, _SERVICER),
         ]
         if r() < 0.7:
             wire.append(_reference(str(100_000_000 + int(r() * 900_000_000)), _ARCHIVE))
@@ -739,16 +796,12 @@ class TransactionFactory:
             else:
                 value = f"{rng.getrandbits(64):016X}"
             wire.append(_reference(value, ref_type))
-        t = m.Transaction.FromString(b"".join(wire))
-        t.transaction_identifier = f"{ctx.id_prefix}{seq:05d}"
         status = m.TRANSACTION_STATUS_BOOKED
         if ctx.is_today and ev.card:
-            status = t.status = m.TRANSACTION_STATUS_PENDING
+            status = m.TRANSACTION_STATUS_PENDING
         elif ev.source == "biller" and r() < 0.002:
-            status = t.status = m.TRANSACTION_STATUS_INFO
-        t.MergeFromString(
-            ctx.booked_dates if status == m.TRANSACTION_STATUS_BOOKED else ctx.value_date
-        )
+            status = m.TRANSACTION_STATUS_INFO
+        wire.append(ctx.booked_dates if status == m.TRANSACTION_STATUS_BOOKED else ctx.value_date)
 
         spread = _LOGNORMAL[ev.sigma]
         cents = max(100, int(ev.median_cents * spread[int(r() * len(spread))]))
@@ -780,7 +833,7 @@ class TransactionFactory:
         elif source == "company":
             party = pools.companies[int(r() * len(pools.companies))]
         elif source == "employer":
-            party = pools.companies[int(a.tx_key[4:10], 16) % len(pools.companies)]
+            party = pools.companies[a.tx_seed % len(pools.companies)]
         elif source in ("person", "employee"):
             party = pools.persons[int(r() * len(pools.persons))]
         elif source == "acquirer":
@@ -790,17 +843,21 @@ class TransactionFactory:
         elif source == "foreign":
             party = pools.foreign[int(r() * len(pools.foreign))]
         if party is not None:
-            t.counter_parties.add().MergeFromString(party.wire[cp_type])
+            wire.append(party.entry[cp_type])
             if source == "company" and ev.credit and r() < 0.1:
                 # Paid through an accountant or payment service on the company's behalf.
                 other = pools.companies[int(r() * len(pools.companies))]
-                t.counter_parties.add().MergeFromString(
-                    other.wire[m.COUNTER_PARTY_TYPE_ULTIMATE_DEBTOR]
-                )
+                wire.append(other.entry[m.COUNTER_PARTY_TYPE_ULTIMATE_DEBTOR])
         elif source == "self":
             own = pick(rng, ctx.siblings) if ctx.siblings else self._elsewhere(a)
-            t.counter_parties.add().MergeFromString(self._own(ctx.holder, own, cp_type))
+            wire.append(self._own(ctx.holder, own, cp_type))
+        if ev.card and ctx.card is not None:
+            wire.append(ctx.card_entry)
 
+        t = m.Transaction.FromString(b"".join(wire))
+        t.transaction_identifier = ctx.id_prefix + seq_text
+        if status != m.TRANSACTION_STATUS_BOOKED:
+            t.status = status
         if ev.note and r() < ev.note:
             if source in ("employer", "employee"):
                 t.additional_info = f"Lønn {_MONTHS_NO[int(ctx.ymd[4:6])]} {ctx.ymd[:4]}"
@@ -808,7 +865,6 @@ class TransactionFactory:
                 t.additional_info = names.PAYMENT_NOTES[int(r() * len(names.PAYMENT_NOTES))]
         elif status == m.TRANSACTION_STATUS_INFO:
             t.additional_info = "Betalingen ble avvist: manglende dekning"
-
         if foreign is not None and a.currency == "NOK":
             currency = foreign[2]
             rate = names.EXCHANGE_RATES[currency] * (0.98 + 0.04 * r())
@@ -822,13 +878,11 @@ class TransactionFactory:
             fx.exchange_rate = f"{rate:.4f}"
         if merchant is not None:
             t.merchant = merchant
-        if ev.card and ctx.card is not None:
-            t.payment_card.MergeFromString(ctx.card.wire)
         # Card purchases happen 07-23, batch payments are registered in office hours.
-        second = (7 * 3600 + int(r() * 16 * 3600)) if ev.card else (6 * 3600 + int(r() * 12 * 3600))
-        minutes, sec = divmod(second, 60)
-        hour, minute = divmod(minutes, 60)
-        t.registered = f"{ctx.iso_t}{hour:02d}:{minute:02d}:{sec:02d}{ctx.off_noon}"
+        minute = (420 + int(r() * 960)) if ev.card else (360 + int(r() * 720))
+        t.registered = (
+            ctx.iso_t + _CLOCK_MINUTES[minute] + _CLOCK_SECONDS[int(r() * 60)] + ctx.off_noon
+        )
         t.amount = _amount(cents)
         return t
 
@@ -854,7 +908,7 @@ class TransactionFactory:
                 else m.IDENTIFIER_TYPE_COUNTRY_IDENTIFICATION_CODE,
                 address=holder.address,
                 address_type=m.ADDRESS_TYPE_RESIDENTIAL if person else m.ADDRESS_TYPE_BUSINESS,
-            ).wire[cp_type]
+            ).entry[cp_type]
             if len(self._own_cache) >= 8192:
                 self._own_cache.clear()
             self._own_cache[key] = found
