@@ -48,6 +48,11 @@ class BankClient(Protocol):
         with ``has_more`` false, or once with an error if the bank cannot be reached."""
         ...
 
+    def cancel(self, request_id: int) -> None:
+        """The answer to the request is no longer wanted: its handler is dropped and the bank
+        is told, so it may stop working on it."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -106,6 +111,16 @@ class GrpcBankClient:
         if len(batch.requests) >= self._max_batch:
             self._seal(batch)
         return request
+
+    def cancel(self, request_id: int) -> None:
+        if self._pending.pop(request_id, None) is None or self._closed:
+            return
+        message = self._batch
+        if message is None:
+            message = self._batch = bank_pb2.ExchangeRequest()
+            asyncio.get_running_loop().call_soon(self._seal, message)
+        notice = message.requests.add(id=next(self._ids))
+        notice.cancel.request_id = request_id
 
     def _seal(self, batch: bank_pb2.ExchangeRequest) -> None:
         if self._batch is not batch:

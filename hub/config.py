@@ -6,12 +6,15 @@ request at run time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 import orjson
+
+from hub.resilience import CallPolicy
+from hub.shed import Limits
 
 
 class ConfigError(ValueError):
@@ -91,6 +94,14 @@ class HubConfig:
     police_jwks: Path | None = None
     #: Queries in flight per agency stream before the hub stops reading from it.
     stream_window: int = 20_000
+    #: Longest a query may take when the agency sets no (shorter) deadline.
+    query_timeout: float = 60.0
+    #: How the hub calls banks: per-bank timeout, retries, hedging, circuit breaker.
+    calls: CallPolicy = field(default_factory=CallPolicy)
+    #: Queries in flight, in all and per consumer, before the hub sheds load.
+    limits: Limits = field(default_factory=Limits)
+    #: On SIGTERM: how long in-flight queries may take to finish.
+    drain_grace: float = 10.0
     #: Requests per message to a bank, at most.
     bank_max_batch: int = 1000
     #: How long a bank batch waits for company (seconds); 0 sends on the next loop turn.
@@ -108,6 +119,14 @@ class HubConfig:
             raise ConfigError("token_issuer: required with token_jwks (the issuer to trust)")
         if not (self.kar == "embedded" or self.kar.startswith("grpc://")):
             raise ConfigError("kar: must be 'embedded' or 'grpc://HOST:PORT'")
+        if not 0 < self.query_timeout <= 3600:
+            raise ConfigError("query_timeout: must be between 0 and 3600 seconds")
+        if not 0 < self.calls.timeout <= 3600:
+            raise ConfigError("bank_timeout: must be between 0 and 3600 seconds")
+        if self.calls.hedge_factor < 0:
+            raise ConfigError("hedge_factor: must not be negative")
+        if self.limits.max_in_flight < 1 or self.limits.max_per_consumer < 1:
+            raise ConfigError("limits: max_in_flight and max_per_consumer must be at least 1")
         if self.stream_window < 1:
             raise ConfigError("stream_window: must be at least 1")
         if not 1 <= self.bank_max_batch <= 100_000:

@@ -20,6 +20,7 @@ from providers.errors import ERROR_DOMAIN
 
 if TYPE_CHECKING:
     from hub.profiles import Profile
+    from hub.resilience import Call
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,8 @@ class Refusal:
     code: str  # the standard's ACC code
     message: str
     violations: tuple[FieldViolation, ...] = ()
+    #: Seconds after which a retry may succeed (sent as google.rpc.RetryInfo).
+    retry_after: float | None = None
 
     def to_proto(self) -> model_pb2.Error:
         return model_pb2.Error(status=self.status.value[0], code=self.code, message=self.message)
@@ -72,6 +75,12 @@ class Refusal:
             packed = any_pb2.Any()
             packed.Pack(bad_request)
             details.append(packed)
+        if self.retry_after is not None:
+            retry = error_details_pb2.RetryInfo()
+            retry.retry_delay.FromNanoseconds(int(self.retry_after * 1e9))
+            packed = any_pb2.Any()
+            packed.Pack(retry)
+            details.append(packed)
         return status_pb2.Status(code=self.status.value[0], message=self.message, details=details)
 
 
@@ -90,6 +99,7 @@ class BankOutcome:
     bank_id: str
     outcome: hub_pb2.BankOutcome.ValueType
     error: model_pb2.Error | None = None
+    reason: int = 0  # hub_pb2.FailureReason
 
 
 @dataclass(slots=True, eq=False)
@@ -99,6 +109,9 @@ class QueryContext:
     sink: EventSink
     received_ns: int
     identity: Identity | None = None  # authenticated once per stream
+    #: time.monotonic() by which the query must be answered (the agency's deadline, or the
+    #: hub's default per query, whichever is sooner).
+    deadline: float = float("inf")
     # Added by stages.
     refusal: Refusal | None = None  # any ingress stage; the query stops there
     profile: Profile | None = None  # policy
@@ -106,3 +119,6 @@ class QueryContext:
     request_context: bank_pb2.RequestContext | None = None  # fanout
     outstanding: int = 0  # fanout: bank calls not yet ended
     outcomes: list[BankOutcome] = field(default_factory=list)  # fanout
+    calls: list[Call] = field(default_factory=list)  # fanout: bank calls, for cancellation
+    cancelled: bool = False  # server: the agency went away; nothing more is delivered
+    admitted: bool = False  # shed: counted in flight until released

@@ -1,10 +1,11 @@
 """Stage: fan each query out to its banks; turn bank answers into events as they arrive.
 
 For every (query, bank) pair a small call object drives the operation over the bank's
-:class:`~hub.banks.BankClient`: one request for most operations, pages for transactions, and
-for accounts-with-balances the accounts list followed by one details request per account. No
-task per query: answers arrive as callbacks from the bank's reader, and every event goes to
-the egress, which batches them for the outbound stages.
+:class:`~hub.resilience.ResilientBank`: one request for most operations, pages for
+transactions, and for accounts-with-balances the accounts list followed by one details request
+per account. No task per query: answers arrive as callbacks from the bank's reader, and every
+event goes to the egress, which batches them for the outbound stages. Each bank's part ends
+exactly once: complete, partial (the bank said more exists offline) or failed with a reason.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import grpc
 
 from dsop.controlinfo.v2 import bank_pb2, model_pb2
 from dsop.hub.v1 import hub_pb2
-from hub.banks import BankClient
 from hub.context import BankOutcome, QueryContext
+from hub.resilience import Fill, ResilientBank
 
 Op = hub_pb2.Operation
 Outcome = hub_pb2.BankOutcome
+Reason = hub_pb2.FailureReason
 PARTIAL: Final = model_pb2.RESPONSE_STATUS_PARTIAL
+COMPLETE: Final = model_pb2.RESPONSE_STATUS_COMPLETE
 #: The standard's sentinel reference: the bank holds data it did not deliver digitally.
 DATA_NOT_DELIVERED: Final = "dataNotDelivered"
 
@@ -49,11 +52,20 @@ def _error(status: grpc.StatusCode, code: str, message: str) -> model_pb2.Error:
     return model_pb2.Error(status=status.value[0], code=code, message=message)
 
 
+def _malformed(problem: str) -> model_pb2.Error:
+    return _error(grpc.StatusCode.INTERNAL, "ACC-500", f"malformed answer from the bank: {problem}")
+
+
+_NOT_REGISTERED: Final = _error(
+    grpc.StatusCode.UNAVAILABLE, "ACC-100", "the bank has no endpoint in the hub's registry"
+)
+
+
 class FanoutStage:
     """Starts every bank call of every query in the batch."""
 
-    def __init__(self, clients: Mapping[str, BankClient], emit: Emit) -> None:
-        self.clients = clients
+    def __init__(self, banks: Mapping[str, ResilientBank], emit: Emit) -> None:
+        self.banks = banks
         self.emit = emit
 
     async def __call__(self, batch: Sequence[QueryContext]) -> list[QueryContext]:
@@ -69,19 +81,13 @@ class FanoutStage:
             return
         call_type = _CALLS[ctx.query.operation]
         for bank_id in ctx.banks:
-            client = self.clients.get(bank_id)
-            if client is None:
+            bank = self.banks.get(bank_id)
+            if bank is None:
                 self.bank_failed(
-                    ctx,
-                    bank_id,
-                    _error(
-                        grpc.StatusCode.UNAVAILABLE,
-                        "ACC-100",
-                        "the bank has no endpoint in the hub's registry",
-                    ),
+                    ctx, bank_id, _NOT_REGISTERED, Reason.FAILURE_REASON_NOT_REGISTERED
                 )
-                continue
-            call_type(self, ctx, client).start()
+            else:
+                call_type(self, ctx, bank).start()
 
     # -- what calls report ---------------------------------------------------------------
 
@@ -96,15 +102,20 @@ class FanoutStage:
         return event, result
 
     def deliver(self, ctx: QueryContext, event: hub_pb2.QueryEvent, *, final: bool = True) -> None:
+        if ctx.cancelled:
+            return
         self.emit(ctx, event)
         if final:
             result = event.result
             error = result.error if result.HasField("error") else None
-            self._bank_done(ctx, BankOutcome(result.bank_id, result.outcome, error))
+            self._bank_done(ctx, BankOutcome(result.bank_id, result.outcome, error, result.reason))
 
-    def bank_failed(self, ctx: QueryContext, bank_id: str, error: model_pb2.Error) -> None:
+    def bank_failed(
+        self, ctx: QueryContext, bank_id: str, error: model_pb2.Error, reason: int
+    ) -> None:
         event, result = self.result(ctx, bank_id)
         result.outcome = Outcome.BANK_OUTCOME_FAILED
+        result.reason = reason  # type: ignore[assignment]
         result.error.CopyFrom(error)
         self.deliver(ctx, event)
 
@@ -115,6 +126,7 @@ class FanoutStage:
             self._summarize(ctx)
 
     def _summarize(self, ctx: QueryContext) -> None:
+        ctx.calls.clear()
         self.emit(ctx, summary(ctx))
 
 
@@ -133,69 +145,78 @@ def summary(ctx: QueryContext) -> hub_pb2.QueryEvent:
         status = s.banks.add(bank_id=outcome.bank_id, outcome=outcome.outcome)
         if outcome.error is not None:
             status.error.CopyFrom(outcome.error)
+            status.reason = outcome.reason  # type: ignore[assignment]
             failed += 1
     s.banks_failed = failed
     s.banks_answered = len(ctx.outcomes) - failed
     return event
 
 
-def _outcome(details: model_pb2.ResponseDetails) -> hub_pb2.BankOutcome.ValueType:
-    return (
-        Outcome.BANK_OUTCOME_PARTIAL if details.status == PARTIAL else Outcome.BANK_OUTCOME_COMPLETE
-    )
-
-
 class _Call:
     """One bank's part of one query."""
 
-    __slots__ = ("bank_id", "client", "ctx", "fanout")
+    __slots__ = ("bank", "bank_id", "ctx", "fanout")
 
-    def __init__(self, fanout: FanoutStage, ctx: QueryContext, client: BankClient) -> None:
+    def __init__(self, fanout: FanoutStage, ctx: QueryContext, bank: ResilientBank) -> None:
         self.fanout = fanout
         self.ctx = ctx
-        self.client = client
-        self.bank_id = client.bank_id
+        self.bank = bank
+        self.bank_id = bank.bank_id
 
     def start(self) -> None:
         raise NotImplementedError
 
-    def fail(self, response: bank_pb2.BankResponse) -> None:
-        self.fanout.bank_failed(self.ctx, self.bank_id, response.error)
+    def call(self, fill: Fill, handler: Callable[[bank_pb2.BankResponse, int], None]) -> None:
+        self.ctx.calls.append(self.bank.call(fill, handler, self.ctx.deadline))
 
-    def _accounts_request(self, on_response: Callable[[bank_pb2.BankResponse], None]) -> None:
+    def fail(self, response: bank_pb2.BankResponse, reason: int) -> None:
+        self.fanout.bank_failed(self.ctx, self.bank_id, response.error, reason)
+
+    def malformed(self, problem: str) -> None:
+        self.fanout.bank_failed(
+            self.ctx, self.bank_id, _malformed(problem), Reason.FAILURE_REASON_MALFORMED
+        )
+
+    def fill_accounts(self, request: bank_pb2.BankRequest) -> None:
         ctx = self.ctx
         query = ctx.query
-        body = self.client.request(on_response).accounts
+        body = request.accounts
         assert ctx.request_context is not None
         body.context.CopyFrom(ctx.request_context)
         body.party_id = query.party_id
         body.only_primary_owner = query.only_primary_owner
         body.period.CopyFrom(query.period)
 
-    def _account_request(
-        self, field: str, on_response: Callable[[bank_pb2.BankResponse], None]
-    ) -> None:
-        ctx = self.ctx
-        request = self.client.request(on_response)
-        body = getattr(request, field)
-        assert ctx.request_context is not None
-        body.context.CopyFrom(ctx.request_context)
-        body.account_reference = ctx.query.account_reference
-        body.period.CopyFrom(ctx.query.period)
+    def check_accounts(self, accounts: bank_pb2.ListAccountsResponse) -> str | None:
+        """What is wrong with an accounts list beyond its shape: another bank's or another
+        party's accounts."""
+        query = self.ctx.query
+        for account in accounts.accounts:
+            servicer = account.servicer.identifier.value
+            if servicer and servicer != self.bank_id:
+                return "accounts of another bank"
+            owner = account.primary_owner.identifier.value
+            if query.only_primary_owner and owner and owner != query.party_id:
+                return "accounts of another party"
+        return None
 
 
 class _Accounts(_Call):
     __slots__ = ()
 
     def start(self) -> None:
-        self._accounts_request(self.on_response)
+        self.call(self.fill_accounts, self.on_response)
 
-    def on_response(self, response: bank_pb2.BankResponse) -> None:
+    def on_response(self, response: bank_pb2.BankResponse, reason: int) -> None:
         if response.HasField("error"):
-            self.fail(response)
+            self.fail(response, reason)
             return
         if not response.HasField("accounts"):
-            self.fanout.bank_failed(self.ctx, self.bank_id, _malformed("accounts"))
+            self.malformed("expected accounts")
+            return
+        problem = self.check_accounts(response.accounts)
+        if problem is not None:
+            self.malformed(problem)
             return
         event, result = self.fanout.result(self.ctx, self.bank_id)
         result.outcome = _outcome(response.accounts.response_details)
@@ -203,9 +224,9 @@ class _Accounts(_Call):
         self.fanout.deliver(self.ctx, event)
 
 
-def _malformed(expected: str) -> model_pb2.Error:
-    return _error(
-        grpc.StatusCode.INTERNAL, "ACC-500", f"malformed answer from the bank: expected {expected}"
+def _outcome(details: model_pb2.ResponseDetails) -> hub_pb2.BankOutcome.ValueType:
+    return (
+        Outcome.BANK_OUTCOME_PARTIAL if details.status == PARTIAL else Outcome.BANK_OUTCOME_COMPLETE
     )
 
 
@@ -216,16 +237,29 @@ class _Single(_Call):
     field: str = ""
 
     def start(self) -> None:
-        self._account_request(self.field, self.on_response)
+        self.call(self.fill_account, self.on_response)
 
-    def on_response(self, response: bank_pb2.BankResponse) -> None:
+    def fill_account(self, request: bank_pb2.BankRequest) -> None:
+        ctx = self.ctx
+        body = getattr(request, self.field)
+        assert ctx.request_context is not None
+        body.context.CopyFrom(ctx.request_context)
+        body.account_reference = ctx.query.account_reference
+        body.period.CopyFrom(ctx.query.period)
+
+    def on_response(self, response: bank_pb2.BankResponse, reason: int) -> None:
         if response.HasField("error"):
-            self.fail(response)
+            self.fail(response, reason)
             return
         if response.WhichOneof("result") != self.field:
-            self.fanout.bank_failed(self.ctx, self.bank_id, _malformed(self.field))
+            self.malformed(f"expected {self.field}")
             return
         payload = getattr(response, self.field)
+        if self.field == "account_details" and (
+            payload.account.account_reference not in ("", self.ctx.query.account_reference)
+        ):
+            self.malformed("details of another account")
+            return
         event, result = self.fanout.result(self.ctx, self.bank_id)
         result.outcome = _outcome(payload.response_details)
         getattr(result, self.field).CopyFrom(payload)
@@ -247,21 +281,22 @@ class _Roles(_Single):
     field = "roles"
 
 
-class _Transactions(_Call):
+class _Transactions(_Single):
     """Pages stream through as they arrive; the last one ends the bank's part."""
 
     __slots__ = ("partial",)
+    field = "transactions"
 
     def start(self) -> None:
         self.partial = False
-        self._account_request("transactions", self.on_response)
+        super().start()
 
-    def on_response(self, response: bank_pb2.BankResponse) -> None:
+    def on_response(self, response: bank_pb2.BankResponse, reason: int) -> None:
         if response.HasField("error"):
-            self.fail(response)
+            self.fail(response, reason)
             return
         if not response.HasField("transactions"):
-            self.fanout.bank_failed(self.ctx, self.bank_id, _malformed("transactions"))
+            self.malformed("expected transactions")
             return
         page = response.transactions
         self.partial |= page.response_details.status == PARTIAL
@@ -283,47 +318,46 @@ class _AccountsWithBalances(_Call):
     __slots__ = ("details", "envelope", "failed", "partial", "waiting")
 
     def start(self) -> None:
-        self._accounts_request(self.on_accounts)
+        self.call(self.fill_accounts, self.on_accounts)
 
-    def on_accounts(self, response: bank_pb2.BankResponse) -> None:
+    def on_accounts(self, response: bank_pb2.BankResponse, reason: int) -> None:
         if response.HasField("error"):
-            self.fail(response)
+            self.fail(response, reason)
             return
         if not response.HasField("accounts"):
-            self.fanout.bank_failed(self.ctx, self.bank_id, _malformed("accounts"))
+            self.malformed("expected accounts")
             return
         accounts = response.accounts
+        problem = self.check_accounts(accounts)
+        if problem is not None:
+            self.malformed(problem)
+            return
         self.envelope = accounts.response_details
         self.partial = accounts.response_details.status == PARTIAL
         self.failed = False
         self.details: list[model_pb2.AccountDetail | None] = [None] * len(accounts.accounts)
         self.waiting = 0
-        ctx = self.ctx
-        assert ctx.request_context is not None
         for index, account in enumerate(accounts.accounts):
             if account.account_reference == DATA_NOT_DELIVERED:
                 self.details[index] = _detail_from(account)
                 self.partial = True
                 continue
             self.waiting += 1
-            request = self.client.request(_DetailsHandler(self, index))
-            body = request.account_details
-            body.context.CopyFrom(ctx.request_context)
-            body.account_reference = account.account_reference
-            body.period.CopyFrom(ctx.query.period)
+            step = _DetailsStep(self, index, account.account_reference)
+            self.call(step.fill, step.on_response)
         if self.waiting == 0:
             self._finish()
 
-    def on_details(self, index: int, response: bank_pb2.BankResponse) -> None:
+    def on_details(self, index: int, response: bank_pb2.BankResponse, reason: int) -> None:
         if self.failed:
             return
         if response.HasField("error"):
             self.failed = True
-            self.fail(response)
+            self.fail(response, reason)
             return
         if not response.HasField("account_details"):
             self.failed = True
-            self.fanout.bank_failed(self.ctx, self.bank_id, _malformed("account_details"))
+            self.malformed("expected account_details")
             return
         details = response.account_details
         self.partial |= details.response_details.status == PARTIAL
@@ -340,9 +374,7 @@ class _AccountsWithBalances(_Call):
         payload = result.accounts_with_balances
         # The accounts list's envelope (its message, if any), with the status of the whole.
         payload.response_details.CopyFrom(self.envelope)
-        payload.response_details.status = (
-            PARTIAL if self.partial else model_pb2.RESPONSE_STATUS_COMPLETE
-        )
+        payload.response_details.status = PARTIAL if self.partial else COMPLETE
         accounts = payload.accounts
         for detail in self.details:
             if detail is not None:
@@ -350,15 +382,33 @@ class _AccountsWithBalances(_Call):
         self.fanout.deliver(self.ctx, event)
 
 
-class _DetailsHandler:
-    __slots__ = ("call", "index")
+class _DetailsStep:
+    """One account's details request inside accounts-with-balances."""
 
-    def __init__(self, call: _AccountsWithBalances, index: int) -> None:
-        self.call = call
+    __slots__ = ("index", "parent", "reference")
+
+    def __init__(self, parent: _AccountsWithBalances, index: int, reference: str) -> None:
+        self.parent = parent
         self.index = index
+        self.reference = reference
 
-    def __call__(self, response: bank_pb2.BankResponse) -> None:
-        self.call.on_details(self.index, response)
+    def fill(self, request: bank_pb2.BankRequest) -> None:
+        ctx = self.parent.ctx
+        body = request.account_details
+        assert ctx.request_context is not None
+        body.context.CopyFrom(ctx.request_context)
+        body.account_reference = self.reference
+        body.period.CopyFrom(ctx.query.period)
+
+    def on_response(self, response: bank_pb2.BankResponse, reason: int) -> None:
+        if response.HasField("account_details"):
+            reference = response.account_details.account.account_reference
+            if reference and reference != self.reference:
+                if not self.parent.failed:
+                    self.parent.failed = True
+                    self.parent.malformed("details of another account")
+                return
+        self.parent.on_details(self.index, response, reason)
 
 
 def _detail_from(account: model_pb2.Account) -> model_pb2.AccountDetail:

@@ -28,8 +28,9 @@ async def _serve(config: HubConfig, port_file: Path | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("stopping the hub")
-    await hub.stop(grace=5.0)
+    log.info("draining: finishing queries in flight, refusing new ones")
+    await hub.drain()
+    log.info("hub stopped")
 
 
 def serve(config: HubConfig, port_file: Path | None = None) -> int:

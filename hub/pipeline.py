@@ -5,13 +5,14 @@ server); every query of the stream carries the identity. Then:
 
 Ingress (per batch of queries from one agency message)::
 
-    validate -> policy -> resolve banks (KAR) -> fan-out
+    shed -> validate -> policy -> resolve banks (KAR) -> fan-out
 
 Egress (per batch of events emitted during one loop turn)::
 
     filter -> respond (encode, hand to the agency's stream)
 
-Validation comes first so the policy reads only well-formed queries; the policy comes before
+Shedding comes first: a refusal for want of room must cost nothing. Validation comes next so
+the policy reads only well-formed queries; the policy comes before
 resolve so a refused query never reaches KAR or a bank. Resolve comes before fan-out because
 fan-out needs the bank list. On the way out, filtering comes before anything that sees the
 bytes an agency receives, and respond is last: nothing may be added after the bytes leave.
@@ -20,11 +21,10 @@ bytes an agency receives, and respond is last: nothing may be added after the by
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 import grpc
 
-from hub.banks import BankClient
 from hub.context import QueryContext, Refusal
 from hub.fanout import FanoutStage, summary
 from hub.filter import FilterStage
@@ -32,6 +32,8 @@ from hub.kar import Kar
 from hub.police import PoliceOrderVerifier
 from hub.policy import PolicyStage
 from hub.profiles import Profiles
+from hub.resilience import ResilientBank
+from hub.shed import Limits, ShedStage
 from hub.resolve import ResolveStage
 from hub.respond import Egress, RespondStage
 from hub.validate import ValidateStage
@@ -46,9 +48,19 @@ _INTERNAL = Refusal(grpc.StatusCode.INTERNAL, "ACC-500", "internal error in the 
 
 
 class Pipeline:
-    def __init__(self, ingress: Sequence[IngressStage], egress: Egress) -> None:
+    def __init__(self, ingress: Sequence[IngressStage], egress: Egress, shed: ShedStage) -> None:
         self.ingress = tuple(ingress)
         self.egress = egress
+        self.shed = shed
+
+    def abandon(self, contexts: Iterable[QueryContext]) -> None:
+        """The agency went away: stop these queries, cancel their bank calls, free their room."""
+        for ctx in contexts:
+            ctx.cancelled = True
+            for call in ctx.calls:
+                call.cancel()
+            ctx.calls.clear()
+            self.shed.release(ctx)
 
     async def admit(self, batch: list[QueryContext]) -> None:
         """Runs the batch through the inbound stages; every refused query (here or before,
@@ -66,6 +78,7 @@ class Pipeline:
                     ctx.refusal = _INTERNAL
         for ctx in batch:
             if ctx.refusal is not None:
+                self.shed.release(ctx)  # refused after admission (policy, KAR, a bug)
                 self.egress.emit(ctx, summary(ctx))
 
     async def close(self) -> None:
@@ -74,15 +87,18 @@ class Pipeline:
 
 def build_pipeline(
     kar: Kar,
-    banks: Mapping[str, BankClient],
+    banks: Mapping[str, ResilientBank],
     profiles: Profiles,
     orders: PoliceOrderVerifier | None,
+    limits: Limits,
 ) -> Pipeline:
-    egress = Egress([FilterStage(profiles), RespondStage()])
+    shed = ShedStage(limits)
+    egress = Egress([FilterStage(profiles), RespondStage(on_finished=shed.release)])
     ingress: list[IngressStage] = [
+        shed,
         ValidateStage(),
         PolicyStage(profiles, orders),
         ResolveStage(kar),
         FanoutStage(banks, egress.emit),
     ]
-    return Pipeline(ingress, egress)
+    return Pipeline(ingress, egress, shed)

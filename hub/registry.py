@@ -34,6 +34,8 @@ class BankEndpoint:
     name: str
     target: str
     protocol: str = "grpc"
+    #: Hedge calls to this bank after its p95 latency times this factor (0: no hedging).
+    hedge_factor: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +76,14 @@ class Registry:
             protocol = entry.get("protocol", "grpc")
             if protocol not in PROTOCOLS:
                 raise RegistryError(f"{where}.protocol: must be one of {sorted(PROTOCOLS)}")
-            banks[entry["id"]] = BankEndpoint(entry["id"], entry["name"], entry["target"], protocol)
+            hedge = entry.get("hedge_factor")
+            if hedge is not None and (
+                not isinstance(hedge, int | float) or isinstance(hedge, bool) or hedge < 0
+            ):
+                raise RegistryError(f"{where}.hedge_factor: must be a number >= 0")
+            banks[entry["id"]] = BankEndpoint(
+                entry["id"], entry["name"], entry["target"], protocol, hedge
+            )
         synthetic = raw.get("synthetic")
         if synthetic is None:
             return cls(banks)
@@ -87,12 +96,18 @@ class Registry:
         return cls(banks, SyntheticDatasetRef(synthetic["seed"], synthetic["banks"]))
 
     def to_dict(self) -> dict[str, object]:
-        out: dict[str, object] = {
-            "banks": [
-                {"id": b.bank_id, "name": b.name, "target": b.target, "protocol": b.protocol}
-                for b in self.banks.values()
-            ]
-        }
+        banks = []
+        for b in self.banks.values():
+            entry: dict[str, object] = {
+                "id": b.bank_id,
+                "name": b.name,
+                "target": b.target,
+                "protocol": b.protocol,
+            }
+            if b.hedge_factor is not None:
+                entry["hedge_factor"] = b.hedge_factor
+            banks.append(entry)
+        out: dict[str, object] = {"banks": banks}
         if self.synthetic is not None:
             out["synthetic"] = {"seed": self.synthetic.seed, "banks": self.synthetic.banks}
         return out

@@ -80,13 +80,21 @@ class Egress:
 
 class RespondStage:
     """Encodes each event and hands it to its query's stream; after a summary, tells the
-    stream the query is finished."""
+    stream (and ``on_finished``) the query is finished. Events of a query whose agency went
+    away are dropped."""
+
+    def __init__(self, on_finished: Callable[[QueryContext], None] | None = None) -> None:
+        self.on_finished = on_finished
 
     async def __call__(self, batch: list[Outgoing]) -> list[Outgoing]:
         for ctx, event in batch:
+            if ctx.cancelled:
+                continue
             ctx.sink.send(ctx, event.SerializeToString())
             if event.HasField("summary"):
                 ctx.sink.finished(ctx)
+                if self.on_finished is not None:
+                    self.on_finished(ctx)
         return batch
 
 

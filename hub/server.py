@@ -2,24 +2,28 @@
 
 The handlers are registered by hand (not through the generated servicer) so that responses,
 which the egress has already encoded, are sent as they are: the response serializer is the
-identity.
+identity. The server also offers grpc.health.v1 (overall, the hub service, and one entry per
+bank reflecting its circuit breaker: ``dsop.bank.<orgno>``) and server reflection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from dsop.hub.v1 import hub_pb2
 from hub.auth import Authenticator, AuthError, TokenSettings
-from hub.banks import BankClient, GrpcBankClient
+from hub.banks import GrpcBankClient
 from hub.config import ConfigError, HubConfig, TlsFiles, read_json
 from hub.context import Identity, QueryContext, Refusal
 from hub.kar import GrpcKar, Kar, SyntheticKar
@@ -27,16 +31,19 @@ from hub.pipeline import Pipeline, build_pipeline
 from hub.police import PoliceOrderVerifier
 from hub.profiles import ProfileError, load_profiles
 from hub.registry import Registry
+from hub.resilience import Deadlines, ResilientBank
 from hub.respond import SingleSink, StreamSink
 
 log = logging.getLogger(__name__)
 
 SERVICE: Final = "dsop.hub.v1.HubService"
-MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
+#: Agencies send queries (small); the hub sends results (large: transaction pages).
 SERVER_OPTIONS: Final = (
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
 )
+SERVING: Final = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING: Final = health_pb2.HealthCheckResponse.NOT_SERVING
 
 _NO_TLS: Final = TlsFiles()
 _DUPLICATE = Refusal(
@@ -50,11 +57,23 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
+def bank_health_name(bank_id: str) -> str:
+    return f"dsop.bank.{bank_id}"
+
+
 class HubServicer:
-    def __init__(self, pipeline: Pipeline, authenticator: Authenticator, window: int) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        authenticator: Authenticator,
+        *,
+        window: int,
+        query_timeout: float,
+    ) -> None:
         self.pipeline = pipeline
         self.authenticator = authenticator
         self.window = window
+        self.query_timeout = query_timeout
 
     async def _identity(self, context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
         try:
@@ -64,21 +83,39 @@ class HubServicer:
             await context.abort_with_status(rpc_status.to_status(refusal.to_rpc_status()))
             raise AssertionError("unreachable: abort raises") from None
 
+    def _deadline(self, context: grpc.aio.ServicerContext[Any, Any]) -> float:
+        """When queries of this call must be answered: the hub's default, or the agency's
+        deadline less a margin for the answer to travel back, whichever is sooner."""
+        budget = self.query_timeout
+        remaining = context.time_remaining()
+        if remaining is not None:
+            budget = min(budget, remaining - max(0.05, remaining * 0.05))
+        return time.monotonic() + max(budget, 0.0)
+
     async def query(
         self, request: hub_pb2.QueryRequest, context: grpc.aio.ServicerContext[object, bytes]
     ) -> AsyncIterator[bytes]:
         identity = await self._identity(context)
         sink = SingleSink()
-        ctx = QueryContext(request.query, sink, time.monotonic_ns(), identity)
-        await self.pipeline.admit([ctx])
-        while True:
-            item = await sink.next()
-            if isinstance(item, bytes):
-                yield item
-                continue
-            if item.refusal is not None:
-                await context.abort_with_status(rpc_status.to_status(item.refusal.to_rpc_status()))
-            return
+        ctx = QueryContext(
+            request.query, sink, time.monotonic_ns(), identity, self._deadline(context)
+        )
+        finished = False
+        try:
+            await self.pipeline.admit([ctx])
+            while True:
+                item = await sink.next()
+                if isinstance(item, bytes):
+                    yield item
+                    continue
+                finished = True
+                if item.refusal is not None:
+                    status = rpc_status.to_status(item.refusal.to_rpc_status())
+                    await context.abort_with_status(status)
+                return
+        finally:
+            if not finished:  # the agency cancelled or went away
+                self.pipeline.abandon([ctx])
 
     async def query_stream(
         self,
@@ -88,14 +125,17 @@ class HubServicer:
         identity = await self._identity(context)
         sink = StreamSink(self.window)
         admit = self.pipeline.admit
+        stream_deadline = self._deadline(context)
+        query_timeout = self.query_timeout
 
         async def read() -> None:
             try:
                 async for message in requests:
                     now = time.monotonic_ns()
+                    deadline = min(stream_deadline, now / 1e9 + query_timeout)
                     batch = []
                     for query in message.queries:
-                        ctx = QueryContext(query, sink, now, identity)
+                        ctx = QueryContext(query, sink, now, identity, deadline)
                         if not sink.admit(ctx):
                             ctx.refusal = _DUPLICATE
                         batch.append(ctx)
@@ -111,6 +151,8 @@ class HubServicer:
                     yield message
         finally:
             reader.cancel()
+            # Whatever is still in flight has lost its agency (cancelled, disconnected).
+            self.pipeline.abandon(list(sink.in_flight.values()))
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
@@ -145,7 +187,7 @@ def _kar(config: HubConfig, registry: Registry) -> Kar:
 
 
 class Hub:
-    """A running hub: server, pipeline, bank clients and KAR."""
+    """A running hub: server, pipeline, bank clients, KAR and health."""
 
     def __init__(
         self,
@@ -154,8 +196,10 @@ class Hub:
         server: grpc.aio.Server,
         port: int,
         pipeline: Pipeline,
-        banks: Mapping[str, BankClient],
+        banks: Mapping[str, ResilientBank],
         kar: Kar,
+        health: health.aio.HealthServicer,
+        deadlines: Deadlines,
     ) -> None:
         self.config = config
         self.server = server
@@ -163,6 +207,8 @@ class Hub:
         self.pipeline = pipeline
         self.banks = banks
         self.kar = kar
+        self.health = health
+        self.deadlines = deadlines
 
     @classmethod
     async def start(cls, config: HubConfig) -> Hub:
@@ -180,16 +226,6 @@ class Hub:
             bank_credentials = (config.bank_tls or _NO_TLS).channel_credentials("bank_tls")
             assert config.tls is not None
             server_credentials = config.tls.server_credentials("tls")
-        banks: dict[str, BankClient] = {
-            bank.bank_id: GrpcBankClient(
-                bank.bank_id,
-                bank.target,
-                credentials=bank_credentials,
-                max_batch=config.bank_max_batch,
-                linger=config.bank_linger,
-            )
-            for bank in registry.banks.values()
-        }
         try:
             profiles = load_profiles(config.profiles)
         except ProfileError as exc:
@@ -208,11 +244,47 @@ class Hub:
             if config.police_jwks is not None
             else None
         )
+        health_servicer = health.aio.HealthServicer()
+
+        def breaker_changed(bank_id: str, state: str) -> None:
+            log.warning("bank %s: circuit breaker %s", bank_id, state)
+            status = NOT_SERVING if state == "open" else SERVING
+            asyncio.get_running_loop().create_task(
+                health_servicer.set(bank_health_name(bank_id), status)
+            )
+
+        deadlines = Deadlines()
+        banks: dict[str, ResilientBank] = {}
+        for bank in registry.banks.values():
+            policy = config.calls
+            if bank.hedge_factor is not None:
+                policy = dataclasses.replace(policy, hedge_factor=bank.hedge_factor)
+            client = GrpcBankClient(
+                bank.bank_id,
+                bank.target,
+                credentials=bank_credentials,
+                max_batch=config.bank_max_batch,
+                linger=config.bank_linger,
+            )
+            banks[bank.bank_id] = ResilientBank(client, policy, deadlines, breaker_changed)
         kar = _kar(config, registry)
-        pipeline = build_pipeline(kar, banks, profiles, orders)
-        servicer = HubServicer(pipeline, Authenticator(tokens), config.stream_window)
+        pipeline = build_pipeline(kar, banks, profiles, orders, config.limits)
+        servicer = HubServicer(
+            pipeline,
+            Authenticator(tokens),
+            window=config.stream_window,
+            query_timeout=config.query_timeout,
+        )
         server = grpc.aio.server(options=SERVER_OPTIONS)
         server.add_generic_rpc_handlers((servicer.handler(),))
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        await health_servicer.set("", SERVING)
+        await health_servicer.set(SERVICE, SERVING)
+        for bank_id in banks:
+            await health_servicer.set(bank_health_name(bank_id), SERVING)
         port = (
             server.add_secure_port(config.listen, server_credentials)
             if server_credentials is not None
@@ -220,13 +292,37 @@ class Hub:
         )
         await server.start()
         log.info("hub listening on port %d with %d banks", port, len(banks))
-        return cls(config=config, server=server, port=port, pipeline=pipeline, banks=banks, kar=kar)
+        return cls(
+            config=config,
+            server=server,
+            port=port,
+            pipeline=pipeline,
+            banks=banks,
+            kar=kar,
+            health=health_servicer,
+            deadlines=deadlines,
+        )
+
+    async def drain(self, grace: float | None = None) -> None:
+        """Graceful stop: report NOT_SERVING, refuse new queries (UNAVAILABLE), let queries in
+        flight finish within the grace period, then stop."""
+        grace = self.config.drain_grace if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        shed = self.pipeline.shed
+        shed.draining = True
+        deadline = time.monotonic() + grace
+        while shed.in_flight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if shed.in_flight:
+            log.warning("drain: %d queries still in flight after %.1f s", shed.in_flight, grace)
+        await self.stop(grace=max(0.0, deadline - time.monotonic()))
 
     async def stop(self, grace: float | None = 1.0) -> None:
         await self.server.stop(grace)
         await self.pipeline.close()
-        for client in self.banks.values():
-            await client.close()
+        self.deadlines.close()
+        for bank in self.banks.values():
+            await bank.close()
         await self.kar.close()
 
     async def wait(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final, TypeVar
 
@@ -125,16 +126,22 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
         out: asyncio.Queue[bank_pb2.ExchangeResponse | None] = asyncio.Queue(maxsize=64)
         slots = asyncio.Semaphore(EXCHANGE_CONCURRENCY)
         workers: set[asyncio.Task[None]] = set()
+        # Requests the hub no longer wants (cancelled, or given up on after their timeout):
+        # skipped if not yet started, stopped between transaction pages if running.
+        dropped: set[int] = set()
 
         async def answer(batch: bank_pb2.ExchangeRequest) -> None:
             try:
-                await self._answer_batch(batch, out)
+                await self._answer_batch(batch, out, dropped)
             finally:
                 slots.release()
 
         async def read() -> None:
             try:
                 async for batch in request_iterator:
+                    for request in batch.requests:
+                        if request.HasField("cancel"):
+                            dropped.add(request.cancel.request_id)
                     await slots.acquire()
                     task = asyncio.create_task(answer(batch))
                     workers.add(task)
@@ -157,14 +164,26 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
         self,
         batch: bank_pb2.ExchangeRequest,
         out: asyncio.Queue[bank_pb2.ExchangeResponse | None],
+        dropped: set[int],
     ) -> None:
         response = bank_pb2.ExchangeResponse()
         items = 0
+        read_at = time.monotonic()
         for request in batch.requests:
             kind = request.WhichOneof("request")
+            if kind == "cancel":
+                continue
+            if request.id in dropped:
+                dropped.discard(request.id)
+                continue
+            if request.timeout_ms and time.monotonic() - read_at > request.timeout_ms / 1000:
+                continue  # the hub has given up on it; an answer would only be dropped
             try:
                 if kind == "transactions":
                     async for page in self.provider.list_transactions(request.transactions):
+                        if request.id in dropped:
+                            dropped.discard(request.id)
+                            break
                         answer = response.responses.add(id=request.id, has_more=True)
                         answer.transactions.CopyFrom(page)
                         items += len(page.transactions)

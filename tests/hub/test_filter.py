@@ -73,10 +73,18 @@ class Leaky(BankProvider):
         self.bank_id = bank_id
 
     async def list_accounts(self, request):  # type: ignore[no-untyped-def]
-        return fill(bank_pb2.ListAccountsResponse())
+        # Over-shares every field, but about the right party at the right bank (answers about
+        # anyone else are refused as malformed before filtering).
+        response = fill(bank_pb2.ListAccountsResponse())
+        for account in response.accounts:  # type: ignore[attr-defined]
+            account.servicer.identifier.value = self.bank_id
+            account.primary_owner.identifier.value = request.party_id
+        return response
 
     async def get_account_details(self, request):  # type: ignore[no-untyped-def]
-        return fill(bank_pb2.GetAccountDetailsResponse())
+        response = fill(bank_pb2.GetAccountDetailsResponse())
+        response.account.account_reference = request.account_reference  # type: ignore[attr-defined]
+        return response
 
     async def list_transactions(self, request) -> AsyncIterator[bank_pb2.ListTransactionsResponse]:  # type: ignore[no-untyped-def,override]
         yield fill(bank_pb2.ListTransactionsResponse())  # type: ignore[misc]

@@ -268,7 +268,7 @@ async def test_bank_requests_are_coalesced(env: Env) -> None:
     async with env.client() as hub:
         async for _ in hub.stream(queries, batch_size=300, window=1000):
             pass
-    clients = list(env.hub.banks.values())
+    clients = [bank.client for bank in env.hub.banks.values()]
     requests = sum(c.requests_sent for c in clients)  # type: ignore[attr-defined]
     messages = sum(c.messages_sent for c in clients)  # type: ignore[attr-defined]
     assert requests > 3 * len(queries) / 2

@@ -406,8 +406,15 @@ class BankRequest(_message.Message):
     TRANSACTIONS_FIELD_NUMBER: _builtins.int
     CARDS_FIELD_NUMBER: _builtins.int
     ROLES_FIELD_NUMBER: _builtins.int
+    CANCEL_FIELD_NUMBER: _builtins.int
+    TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Chosen by the caller, unique among its requests in flight on the stream."""
+    timeout_ms: _builtins.int
+    """How long the caller waits for the answer, in milliseconds from when the bank reads the
+    request (0: no limit given). Exchange has no per-request deadline of its own; this is how
+    the agency's deadline reaches the bank, which may stop working on the request after it.
+    """
     @_builtins.property
     def accounts(self) -> Global___ListAccountsRequest: ...
     @_builtins.property
@@ -418,6 +425,12 @@ class BankRequest(_message.Message):
     def cards(self) -> Global___ListCardsRequest: ...
     @_builtins.property
     def roles(self) -> Global___ListRolesRequest: ...
+    @_builtins.property
+    def cancel(self) -> Global___CancelRequest:
+        """The caller no longer wants the answer to an earlier request; no answer is expected
+        for either.
+        """
+
     def __init__(
         self,
         *,
@@ -427,16 +440,37 @@ class BankRequest(_message.Message):
         transactions: Global___ListTransactionsRequest | None = ...,
         cards: Global___ListCardsRequest | None = ...,
         roles: Global___ListRolesRequest | None = ...,
+        cancel: Global___CancelRequest | None = ...,
+        timeout_ms: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account_details", b"account_details", "accounts", b"accounts", "cards", b"cards", "request", b"request", "roles", b"roles", "transactions", b"transactions"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account_details", b"account_details", "accounts", b"accounts", "cancel", b"cancel", "cards", b"cards", "request", b"request", "roles", b"roles", "transactions", b"transactions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_details", b"account_details", "accounts", b"accounts", "cards", b"cards", "id", b"id", "request", b"request", "roles", b"roles", "transactions", b"transactions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_details", b"account_details", "accounts", b"accounts", "cancel", b"cancel", "cards", b"cards", "id", b"id", "request", b"request", "roles", b"roles", "timeout_ms", b"timeout_ms", "transactions", b"transactions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["accounts", "account_details", "transactions", "cards", "roles"]  # noqa: Y015
+    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["accounts", "account_details", "transactions", "cards", "roles", "cancel"]  # noqa: Y015
     _WhichOneofArgType_request: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_request) -> _WhichOneofReturnType_request | None: ...
 
 Global___BankRequest: _TypeAlias = BankRequest  # noqa: Y015
+
+@_typing.final
+class CancelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelRequest: _TypeAlias = CancelRequest  # noqa: Y015
 
 @_typing.final
 class ExchangeRequest(_message.Message):

@@ -50,6 +50,48 @@ OPERATION_ACCOUNTS_WITH_BALANCES: Operation.ValueType  # 6
 """Accounts, then details for every account, per bank: the enforcement balance query."""
 Global___Operation: _TypeAlias = Operation  # noqa: Y015
 
+class _FailureReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FailureReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FailureReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FAILURE_REASON_UNSPECIFIED: _FailureReason.ValueType  # 0
+    FAILURE_REASON_DEADLINE: _FailureReason.ValueType  # 1
+    """No answer within the bank's or the query's deadline."""
+    FAILURE_REASON_UNAVAILABLE: _FailureReason.ValueType  # 2
+    """The bank could not be reached or its stream broke (after any retries)."""
+    FAILURE_REASON_CIRCUIT_OPEN: _FailureReason.ValueType  # 3
+    """The hub's circuit breaker for the bank is open: it failed fast without asking."""
+    FAILURE_REASON_REFUSED: _FailureReason.ValueType  # 4
+    """The bank refused the request; the error carries its ACC code."""
+    FAILURE_REASON_MALFORMED: _FailureReason.ValueType  # 5
+    """The bank's answer broke the contract (wrong kind, wrong party or bank, unparseable)."""
+    FAILURE_REASON_NOT_REGISTERED: _FailureReason.ValueType  # 6
+    """The bank has no endpoint in the hub's registry."""
+    FAILURE_REASON_CANCELLED: _FailureReason.ValueType  # 7
+    """The agency cancelled the query or went away."""
+
+class FailureReason(_FailureReason, metaclass=_FailureReasonEnumTypeWrapper):
+    """Why a bank's part of a query failed."""
+
+FAILURE_REASON_UNSPECIFIED: FailureReason.ValueType  # 0
+FAILURE_REASON_DEADLINE: FailureReason.ValueType  # 1
+"""No answer within the bank's or the query's deadline."""
+FAILURE_REASON_UNAVAILABLE: FailureReason.ValueType  # 2
+"""The bank could not be reached or its stream broke (after any retries)."""
+FAILURE_REASON_CIRCUIT_OPEN: FailureReason.ValueType  # 3
+"""The hub's circuit breaker for the bank is open: it failed fast without asking."""
+FAILURE_REASON_REFUSED: FailureReason.ValueType  # 4
+"""The bank refused the request; the error carries its ACC code."""
+FAILURE_REASON_MALFORMED: FailureReason.ValueType  # 5
+"""The bank's answer broke the contract (wrong kind, wrong party or bank, unparseable)."""
+FAILURE_REASON_NOT_REGISTERED: FailureReason.ValueType  # 6
+"""The bank has no endpoint in the hub's registry."""
+FAILURE_REASON_CANCELLED: FailureReason.ValueType  # 7
+"""The agency cancelled the query or went away."""
+Global___FailureReason: _TypeAlias = FailureReason  # noqa: Y015
+
 class _BankOutcome:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -318,11 +360,14 @@ class BankResult(_message.Message):
     ROLES_FIELD_NUMBER: _builtins.int
     ACCOUNTS_WITH_BALANCES_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     query_id: _builtins.str
     bank_id: _builtins.str
     """The bank's organisation number."""
     outcome: Global___BankOutcome.ValueType
     has_more: _builtins.bool
+    reason: Global___FailureReason.ValueType
+    """Set when outcome is FAILED."""
     @_builtins.property
     def accounts(self) -> _bank_pb2.ListAccountsResponse: ...
     @_builtins.property
@@ -351,10 +396,11 @@ class BankResult(_message.Message):
         roles: _bank_pb2.ListRolesResponse | None = ...,
         accounts_with_balances: Global___AccountsWithBalances | None = ...,
         error: _model_pb2.Error | None = ...,
+        reason: Global___FailureReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["account_details", b"account_details", "accounts", b"accounts", "accounts_with_balances", b"accounts_with_balances", "cards", b"cards", "error", b"error", "payload", b"payload", "roles", b"roles", "transactions", b"transactions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_details", b"account_details", "accounts", b"accounts", "accounts_with_balances", b"accounts_with_balances", "bank_id", b"bank_id", "cards", b"cards", "error", b"error", "has_more", b"has_more", "outcome", b"outcome", "payload", b"payload", "query_id", b"query_id", "roles", b"roles", "transactions", b"transactions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_details", b"account_details", "accounts", b"accounts", "accounts_with_balances", b"accounts_with_balances", "bank_id", b"bank_id", "cards", b"cards", "error", b"error", "has_more", b"has_more", "outcome", b"outcome", "payload", b"payload", "query_id", b"query_id", "reason", b"reason", "roles", b"roles", "transactions", b"transactions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["accounts", "account_details", "transactions", "cards", "roles", "accounts_with_balances", "error"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
@@ -369,8 +415,10 @@ class BankStatus(_message.Message):
     BANK_ID_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     bank_id: _builtins.str
     outcome: Global___BankOutcome.ValueType
+    reason: Global___FailureReason.ValueType
     @_builtins.property
     def error(self) -> _model_pb2.Error:
         """Set when outcome is FAILED."""
@@ -381,10 +429,11 @@ class BankStatus(_message.Message):
         bank_id: _builtins.str = ...,
         outcome: Global___BankOutcome.ValueType = ...,
         error: _model_pb2.Error | None = ...,
+        reason: Global___FailureReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bank_id", b"bank_id", "error", b"error", "outcome", b"outcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bank_id", b"bank_id", "error", b"error", "outcome", b"outcome", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,378 @@
+"""Calling one bank well: deadlines, retries under a budget, hedging, a circuit breaker.
+
+:class:`ResilientBank` wraps a raw :class:`~hub.banks.BankClient`. The fan-out asks it for a
+*call*: a function that fills in a request (so it can be sent again on a retry or a hedge
+without copying), a handler for the answers, and a deadline. The handler is called with every
+answer and, once, with a final one: the bank's answer, or one the hub makes up with the reason
+it gave up (deadline, unavailable, circuit open). Policies (when to retry, when to open the
+circuit) are small pure objects apart from the mechanism that applies them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+import grpc
+
+from dsop.controlinfo.v2 import bank_pb2, model_pb2
+from dsop.hub.v1 import hub_pb2
+from hub.banks import BankClient, failure
+
+log = logging.getLogger(__name__)
+
+Reason = hub_pb2.FailureReason
+#: Called with each answer and the reason the hub gave up (0 when the bank answered).
+CallHandler = Callable[[bank_pb2.BankResponse, int], None]
+#: Fills in a fresh request (sets its oneof); called for every attempt.
+Fill = Callable[[bank_pb2.BankRequest], None]
+
+UNAVAILABLE: Final = grpc.StatusCode.UNAVAILABLE.value[0]
+_TRANSIENT: Final = frozenset(
+    {UNAVAILABLE, grpc.StatusCode.INTERNAL.value[0], grpc.StatusCode.UNKNOWN.value[0]}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CallPolicy:
+    """How the hub calls banks (one policy for all, or one per bank)."""
+
+    #: Longest wait for one bank's answer (the known consumer client gives 30 s).
+    timeout: float = 30.0
+    #: Retries of an idempotent read after UNAVAILABLE, within the deadline.
+    max_retries: int = 2
+    backoff_base: float = 0.05
+    backoff_cap: float = 1.0
+    #: Retries may be at most this share of calls (a sick bank is not hammered).
+    retry_ratio: float = 0.1
+    #: Send a second copy after the bank's recent p95 latency (times this factor); 0: off.
+    hedge_factor: float = 0.0
+    #: Hedge only once this many latencies are known, and never sooner than this.
+    hedge_min_samples: int = 50
+    hedge_min_delay: float = 0.005
+    #: Consecutive failures that open the circuit, and how long it stays open.
+    breaker_failures: int = 5
+    breaker_open_for: float = 5.0
+
+
+class RetryBudget:
+    """A token bucket: every call earns ``ratio`` of a retry, a retry spends one."""
+
+    def __init__(self, ratio: float, burst: float = 10.0) -> None:
+        self.ratio = ratio
+        self.burst = burst
+        self.tokens = burst
+
+    def earn(self) -> None:
+        self.tokens = min(self.burst, self.tokens + self.ratio)
+
+    def spend(self) -> bool:
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+def backoff(attempt: int, base: float, cap: float) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+    return random.uniform(0.0, min(cap, base * (2**attempt)))
+
+
+class CircuitBreaker:
+    """Closed -> open after N consecutive failures -> half-open after a pause (one probe at a
+    time) -> closed on a success, open again on a failure."""
+
+    CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
+
+    def __init__(
+        self,
+        failures: int,
+        open_for: float,
+        on_change: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threshold = failures
+        self.open_for = open_for
+        self.state = self.CLOSED
+        self.failures = 0
+        self.opened_at = 0.0
+        self.probing = False
+        self.on_change = on_change
+        self.clock = clock
+
+    def _set(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            if self.on_change is not None:
+                self.on_change(state)
+
+    def allow(self) -> bool:
+        if self.state == self.CLOSED:
+            return True
+        if self.state == self.OPEN:
+            if self.clock() - self.opened_at < self.open_for:
+                return False
+            self._set(self.HALF_OPEN)
+        if self.probing:
+            return False
+        self.probing = True
+        return True
+
+    def record(self, success: bool) -> None:
+        if success:
+            self.failures = 0
+            self.probing = False
+            self._set(self.CLOSED)
+            return
+        self.failures += 1
+        if self.state == self.HALF_OPEN or self.failures >= self.threshold:
+            self.probing = False
+            self.opened_at = self.clock()
+            self._set(self.OPEN)
+
+
+class LatencyTracker:
+    """Recent answer latencies; the p95 is recomputed every 64 samples."""
+
+    def __init__(self, size: int = 512) -> None:
+        self.samples: list[float] = []
+        self.size = size
+        self.count = 0
+        self.p95 = 0.0
+
+    def add(self, seconds: float) -> None:
+        if len(self.samples) < self.size:
+            self.samples.append(seconds)
+        else:
+            self.samples[self.count % self.size] = seconds
+        self.count += 1
+        if self.count % 64 == 0 or self.count < 64:
+            ordered = sorted(self.samples)
+            self.p95 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+
+
+class Deadlines:
+    """Gives up on calls whose deadline has passed: one heap and one sweeper task for all
+    calls, instead of a timer per call (precision: ``tick`` seconds)."""
+
+    def __init__(self, tick: float = 0.02) -> None:
+        self.tick = tick
+        self.heap: list[tuple[float, int, Call]] = []
+        self.seq = itertools.count()
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, deadline: float, call: Call) -> None:
+        heapq.heappush(self.heap, (deadline, next(self.seq), call))
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        heap = self.heap
+        while True:
+            await asyncio.sleep(self.tick)
+            now = time.monotonic()
+            while heap and heap[0][0] <= now:
+                _, _, call = heapq.heappop(heap)
+                if not call.done:
+                    call.expire()
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
+class Call:
+    """One logical request to a bank: one or more attempts (retries, a hedge), one outcome."""
+
+    __slots__ = (
+        "attempts",
+        "bank",
+        "committed",
+        "deadline",
+        "done",
+        "fill",
+        "handler",
+        "hedge_timer",
+        "live",
+        "started",
+    )
+
+    def __init__(
+        self, bank: ResilientBank, fill: Fill, handler: CallHandler, deadline: float
+    ) -> None:
+        self.bank = bank
+        self.fill = fill
+        self.handler = handler
+        self.deadline = deadline
+        self.done = False
+        self.attempts = 0
+        #: request id -> its send time, for attempts still awaited.
+        self.live: dict[int, float] = {}
+        #: The attempt whose pages are being delivered (transactions): no more switching.
+        self.committed = 0
+        self.hedge_timer: asyncio.TimerHandle | None = None
+        self.started = time.monotonic()
+
+    def send(self) -> None:
+        bank = self.bank
+        now = time.monotonic()
+        request = bank.client.request(lambda response: self.on_answer(request.id, response))
+        self.fill(request)
+        request.timeout_ms = max(1, int((self.deadline - now) * 1000))
+        self.live[request.id] = now
+        self.attempts += 1
+        bank.budget.earn()
+        delay = bank.hedge_delay()
+        if delay is not None and self.attempts == 1:
+            self.hedge_timer = asyncio.get_running_loop().call_later(delay, self.hedge)
+
+    def hedge(self) -> None:
+        self.hedge_timer = None
+        if self.done or self.committed or time.monotonic() >= self.deadline:
+            return
+        self.bank.hedges += 1
+        self.send()
+
+    def on_answer(self, request_id: int, response: bank_pb2.BankResponse) -> None:
+        if self.done or request_id not in self.live:
+            return
+        bank = self.bank
+        sent = self.live[request_id]
+        if (
+            response.HasField("error")
+            and response.error.status == UNAVAILABLE
+            and not self.committed
+        ):
+            del self.live[request_id]
+            if self.live:
+                return  # a hedge is still out; let it answer
+            now = time.monotonic()
+            policy = bank.policy
+            retries = self.attempts - 1
+            if retries < policy.max_retries and now < self.deadline and bank.budget.spend():
+                delay = backoff(retries, policy.backoff_base, policy.backoff_cap)
+                if now + delay < self.deadline:
+                    bank.retries += 1
+                    asyncio.get_running_loop().call_later(delay, self._retry)
+                    return
+            self._finish(response, Reason.FAILURE_REASON_UNAVAILABLE, success=False)
+            return
+        if not self.committed:
+            self.committed = request_id
+            for other in list(self.live):
+                if other != request_id:
+                    del self.live[other]
+                    bank.client.cancel(other)
+            bank.latency.add(time.monotonic() - sent)
+        if response.has_more:
+            self.handler(response, 0)
+            return
+        if response.HasField("error"):
+            transient = response.error.status in _TRANSIENT
+            reason = (
+                Reason.FAILURE_REASON_UNAVAILABLE if transient else Reason.FAILURE_REASON_REFUSED
+            )
+            self._finish(response, reason, success=not transient)
+        else:
+            self._finish(response, 0, success=True)
+
+    def _retry(self) -> None:
+        if not self.done:
+            self.send()
+
+    def expire(self) -> None:
+        """The deadline passed without a final answer."""
+        for request_id in self.live:
+            self.bank.client.cancel(request_id)
+        self.live.clear()
+        self._finish(
+            failure(
+                0, "ACC-100", grpc.StatusCode.DEADLINE_EXCEEDED, "no answer from the bank in time"
+            ),
+            Reason.FAILURE_REASON_DEADLINE,
+            success=False,
+        )
+
+    def cancel(self) -> None:
+        """The agency went away: stop, tell the bank, deliver nothing."""
+        if self.done:
+            return
+        self.done = True
+        for request_id in self.live:
+            self.bank.client.cancel(request_id)
+        self.live.clear()
+        if self.hedge_timer is not None:
+            self.hedge_timer.cancel()
+
+    def _finish(self, response: bank_pb2.BankResponse, reason: int, *, success: bool) -> None:
+        self.done = True
+        if self.hedge_timer is not None:
+            self.hedge_timer.cancel()
+        self.bank.breaker.record(success)
+        self.handler(response, reason)
+
+
+class ResilientBank:
+    """A bank behind its breaker, retry budget, latency tracker and deadlines."""
+
+    def __init__(
+        self,
+        client: BankClient,
+        policy: CallPolicy,
+        deadlines: Deadlines,
+        on_breaker: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.bank_id = client.bank_id
+        self.policy = policy
+        self.deadlines = deadlines
+        self.budget = RetryBudget(policy.retry_ratio)
+        self.latency = LatencyTracker()
+        self.breaker = CircuitBreaker(
+            policy.breaker_failures,
+            policy.breaker_open_for,
+            on_change=(lambda state: on_breaker(self.bank_id, state)) if on_breaker else None,
+        )
+        self.retries = 0
+        self.hedges = 0
+
+    def hedge_delay(self) -> float | None:
+        policy = self.policy
+        if policy.hedge_factor <= 0 or self.latency.count < policy.hedge_min_samples:
+            return None
+        return max(policy.hedge_min_delay, self.latency.p95 * policy.hedge_factor)
+
+    def call(self, fill: Fill, handler: CallHandler, deadline: float) -> Call:
+        """Starts a call; its handler may be called before this returns (circuit open)."""
+        call = Call(self, fill, handler, min(deadline, time.monotonic() + self.policy.timeout))
+        if not self.breaker.allow():
+            call.done = True
+            handler(
+                failure(
+                    0, "ACC-100", grpc.StatusCode.UNAVAILABLE, "the bank's circuit breaker is open"
+                ),
+                Reason.FAILURE_REASON_CIRCUIT_OPEN,
+            )
+            return call
+        call.send()
+        self.deadlines.add(call.deadline, call)
+        return call
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def error_reason(error: model_pb2.Error) -> int:
+    """The failure reason a bank's own error implies."""
+    return (
+        Reason.FAILURE_REASON_UNAVAILABLE
+        if error.status in _TRANSIENT
+        else Reason.FAILURE_REASON_REFUSED
+    )
