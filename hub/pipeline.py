@@ -33,9 +33,9 @@ from hub.police import PoliceOrderVerifier
 from hub.policy import PolicyStage
 from hub.profiles import Profiles
 from hub.resilience import ResilientBank
-from hub.shed import Limits, ShedStage
 from hub.resolve import ResolveStage
 from hub.respond import Egress, RespondStage
+from hub.shed import Limits, ShedStage
 from hub.validate import ValidateStage
 
 log = logging.getLogger(__name__)

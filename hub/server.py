@@ -311,8 +311,8 @@ class Hub:
         shed = self.pipeline.shed
         shed.draining = True
         deadline = time.monotonic() + grace
-        while shed.in_flight > 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(shed.idle.wait(), grace)
         if shed.in_flight:
             log.warning("drain: %d queries still in flight after %.1f s", shed.in_flight, grace)
         await self.stop(grace=max(0.0, deadline - time.monotonic()))

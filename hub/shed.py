@@ -8,6 +8,7 @@ goes away.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ class ShedStage:
         self.per_consumer: defaultdict[str, int] = defaultdict(int)
         self.draining = False
         self.shed = 0
+        #: Set whenever no query is in flight (what a drain waits for).
+        self.idle = asyncio.Event()
+        self.idle.set()
         self._busy = Refusal(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             "ACC-022",
@@ -59,6 +63,7 @@ class ShedStage:
                 self.shed += 1
             else:
                 self.in_flight += 1
+                self.idle.clear()
                 self.per_consumer[consumer] += 1
                 ctx.admitted = True
                 passed.append(ctx)
@@ -69,5 +74,7 @@ class ShedStage:
             return
         ctx.admitted = False
         self.in_flight -= 1
+        if self.in_flight == 0:
+            self.idle.set()
         consumer = ctx.identity.organisation if ctx.identity is not None else ""
         self.per_consumer[consumer] -= 1
