@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Final, Protocol
@@ -34,6 +35,10 @@ CHANNEL_OPTIONS: Final = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
+    # A restarted bank is back within a second or so: reconnect soon, back off to 2 s.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
 )
 
 
@@ -53,6 +58,11 @@ class BankClient(Protocol):
         is told, so it may stop working on it."""
         ...
 
+    def stalled(self, since: float) -> None:
+        """A request sent at ``since`` (time.monotonic()) got no answer by its deadline. If
+        nothing at all came back since then, the connection may be stuck: start afresh."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -66,6 +76,17 @@ def failure(
     )
 
 
+class _Stream:
+    """One Exchange call and the requests written on it: a broken stream fails only these."""
+
+    __slots__ = ("call", "handlers", "received_at")
+
+    def __init__(self, call: _ExchangeCall) -> None:
+        self.call = call
+        self.handlers: dict[int, ResponseHandler] = {}
+        self.received_at = 0.0
+
+
 class GrpcBankClient:
     """A bank reached over ``BankService.Exchange``."""
 
@@ -77,6 +98,7 @@ class GrpcBankClient:
         credentials: grpc.ChannelCredentials | None = None,
         max_batch: int = 1000,
         linger: float = 0.0,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self.bank_id = bank_id
         self.target = target
@@ -84,16 +106,28 @@ class GrpcBankClient:
         self._max_batch = max_batch
         self._linger = linger
         self._ids = itertools.count(1)
+        #: Handlers of requests not yet written.
         self._pending: dict[int, ResponseHandler] = {}
         self._batch: bank_pb2.ExchangeRequest | None = None
         self._ready: deque[bank_pb2.ExchangeRequest] = deque()
         self._wake = asyncio.Event()
         self._channel: grpc.aio.Channel | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._stream: _Stream | None = None
         self._closed = False
+        self._options = (
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            *CHANNEL_OPTIONS[2:],
+        )
         #: Messages written to the bank and requests they carried (for metrics and tests).
         self.messages_sent = 0
         self.requests_sent = 0
+
+    def in_flight(self) -> int:
+        """Requests waiting to be written or answered."""
+        stream = self._stream
+        return len(self._pending) + (len(stream.handlers) if stream is not None else 0)
 
     def request(self, on_response: ResponseHandler) -> bank_pb2.BankRequest:
         if self._closed:
@@ -113,7 +147,11 @@ class GrpcBankClient:
         return request
 
     def cancel(self, request_id: int) -> None:
-        if self._pending.pop(request_id, None) is None or self._closed:
+        stream = self._stream
+        if self._pending.pop(request_id, None) is None:
+            if stream is None or stream.handlers.pop(request_id, None) is None:
+                return
+        if self._closed:
             return
         message = self._batch
         if message is None:
@@ -121,6 +159,12 @@ class GrpcBankClient:
             asyncio.get_running_loop().call_soon(self._seal, message)
         notice = message.requests.add(id=next(self._ids))
         notice.cancel.request_id = request_id
+
+    def stalled(self, since: float) -> None:
+        stream = self._stream
+        if stream is not None and not stream.call.done() and stream.received_at < since:
+            log.warning("bank %s: stream silent past a deadline; reconnecting", self.bank_id)
+            stream.call.cancel()
 
     def _seal(self, batch: bank_pb2.ExchangeRequest) -> None:
         if self._batch is not batch:
@@ -132,55 +176,51 @@ class GrpcBankClient:
             self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     async def _write_loop(self) -> None:
-        call: _ExchangeCall | None = None
-        reader: asyncio.Task[None] | None = None
-        try:
-            while not self._closed:
-                await self._wake.wait()
-                self._wake.clear()
-                while self._ready:
-                    batch = self._ready.popleft()
-                    if call is None or call.done():
-                        call = self._open()
-                        reader = asyncio.get_running_loop().create_task(self._read(call))
-                    try:
-                        await call.write(batch)
-                    except (
-                        grpc.aio.AioRpcError,
-                        grpc.aio.UsageError,
-                        asyncio.InvalidStateError,
-                    ) as exc:
-                        # This batch never reached the bank; the reader sees the same break
-                        # and fails what was in flight.
-                        self._fail_batch(batch, _describe(exc))
-                        call = None
-                        continue
-                    self.messages_sent += 1
-                    self.requests_sent += len(batch.requests)
-        finally:
-            if reader is not None:
-                reader.cancel()
+        stream: _Stream | None = None
+        while not self._closed:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._ready:
+                batch = self._ready.popleft()
+                if stream is None or stream.call.done():
+                    stream = self._stream = _Stream(self._open())
+                    asyncio.get_running_loop().create_task(self._read(stream))
+                # From here the requests belong to this stream: its break fails them.
+                pending, handlers = self._pending, stream.handlers
+                for request in batch.requests:
+                    handler = pending.pop(request.id, None)
+                    if handler is not None:
+                        handlers[request.id] = handler
+                try:
+                    await stream.call.write(batch)
+                except Exception as exc:
+                    self._fail(stream, _describe(exc), batch)
+                    stream = None
+                    continue
+                self.messages_sent += 1
+                self.requests_sent += len(batch.requests)
 
     def _open(self) -> _ExchangeCall:
         if self._channel is None:
             self._channel = (
-                grpc.aio.secure_channel(self.target, self._credentials, options=CHANNEL_OPTIONS)
+                grpc.aio.secure_channel(self.target, self._credentials, options=self._options)
                 if self._credentials is not None
-                else grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+                else grpc.aio.insecure_channel(self.target, options=self._options)
             )
         stub = bank_pb2_grpc.BankServiceStub(self._channel)
         return stub.Exchange()
 
-    async def _read(self, call: _ExchangeCall) -> None:
-        pending = self._pending
+    async def _read(self, stream: _Stream) -> None:
+        handlers = stream.handlers
         reason = "the bank closed the stream"
         try:
-            async for message in call:
+            async for message in stream.call:
+                stream.received_at = time.monotonic()
                 for response in message.responses:
                     handler = (
-                        pending.get(response.id)
+                        handlers.get(response.id)
                         if response.has_more
-                        else pending.pop(response.id, None)
+                        else handlers.pop(response.id, None)
                     )
                     if handler is None:
                         continue  # an id we never sent or already ended: the bank's bug
@@ -194,21 +234,19 @@ class GrpcBankClient:
             reason = "the hub closed the stream"
             raise
         finally:
-            self._fail_pending(reason)
+            self._fail(stream, reason)
 
-    def _fail_pending(self, reason: str) -> None:
-        """Fails every request in flight: their stream is gone."""
-        pending, self._pending = self._pending, {}
-        for request_id, handler in pending.items():
-            with contextlib.suppress(Exception):
-                handler(failure(request_id, "ACC-100", grpc.StatusCode.UNAVAILABLE, reason))
-
-    def _fail_batch(self, batch: bank_pb2.ExchangeRequest, reason: str) -> None:
-        for request in batch.requests:
-            handler = self._pending.pop(request.id, None)
+    def _fail(
+        self, stream: _Stream, reason: str, batch: bank_pb2.ExchangeRequest | None = None
+    ) -> None:
+        """Fails what the stream carried (or, given a batch, that batch's requests)."""
+        handlers = stream.handlers
+        ids = [r.id for r in batch.requests] if batch is not None else list(handlers)
+        for request_id in ids:
+            handler = handlers.pop(request_id, None)
             if handler is not None:
                 with contextlib.suppress(Exception):
-                    handler(failure(request.id, "ACC-100", grpc.StatusCode.UNAVAILABLE, reason))
+                    handler(failure(request_id, "ACC-100", grpc.StatusCode.UNAVAILABLE, reason))
 
     async def close(self) -> None:
         self._closed = True
@@ -217,12 +255,19 @@ class GrpcBankClient:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
+        if self._stream is not None:
+            self._stream.call.cancel()
         if self._channel is not None:
             await self._channel.close()
-        self._fail_pending("the hub is shutting down")
+        pending, self._pending = self._pending, {}
+        for request_id, handler in pending.items():
+            with contextlib.suppress(Exception):
+                handler(failure(request_id, "ACC-100", grpc.StatusCode.UNAVAILABLE, "hub closing"))
 
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, grpc.aio.AioRpcError):
+        if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return "bank stream broke: an answer was larger than the hub accepts"
         return f"bank unreachable: {exc.code().name}"
     return f"bank stream failed: {type(exc).__name__}"

@@ -104,6 +104,8 @@ class HubConfig:
     drain_grace: float = 10.0
     #: Requests per message to a bank, at most.
     bank_max_batch: int = 1000
+    #: The largest message accepted from a bank.
+    bank_max_message_bytes: int = 64 * 1024 * 1024
     #: How long a bank batch waits for company (seconds); 0 sends on the next loop turn.
     bank_linger: float = 0.0
 

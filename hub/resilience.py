@@ -289,6 +289,8 @@ class Call:
 
     def expire(self) -> None:
         """The deadline passed without a final answer."""
+        if self.live:
+            self.bank.client.stalled(min(self.live.values()))
         for request_id in self.live:
             self.bank.client.cancel(request_id)
         self.live.clear()

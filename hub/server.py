@@ -128,6 +128,8 @@ class HubServicer:
         stream_deadline = self._deadline(context)
         query_timeout = self.query_timeout
 
+        failure: list[str] = []
+
         async def read() -> None:
             try:
                 async for message in requests:
@@ -141,6 +143,10 @@ class HubServicer:
                         batch.append(ctx)
                     await admit(batch)
                     await sink.wait_for_room()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failure.append(type(exc).__name__)
             finally:
                 sink.close()
 
@@ -149,6 +155,12 @@ class HubServicer:
             while messages := await sink.messages():
                 for message in messages:
                     yield message
+            if failure:
+                # Queries read before the bad message were answered; the stream ends here.
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"a request message could not be read ({failure[0]})",
+                )
         finally:
             reader.cancel()
             # Whatever is still in flight has lost its agency (cancelled, disconnected).
@@ -265,6 +277,7 @@ class Hub:
                 credentials=bank_credentials,
                 max_batch=config.bank_max_batch,
                 linger=config.bank_linger,
+                max_message_bytes=config.bank_max_message_bytes,
             )
             banks[bank.bank_id] = ResilientBank(client, policy, deadlines, breaker_changed)
         kar = _kar(config, registry)

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from grpc_status import rpc_status
 
 from dsop.controlinfo.v2 import bank_pb2, bank_pb2_grpc, model_pb2
@@ -30,6 +31,11 @@ EXCHANGE_FLUSH_ITEMS: Final = 1000
 EXCHANGE_CONCURRENCY: Final = 8
 
 
+class StreamBroken(Exception):
+    """Raised by a provider to break the whole Exchange stream, as a crash or a dropped
+    connection would (fault injection)."""
+
+
 class BankProvider:
     """What a bank implements. Each method receives the request with its context (case id,
     correlation id, mandate, requester, additional reference, period) and returns the
@@ -41,6 +47,10 @@ class BankProvider:
 
     #: The bank's organisation number.
     bank_id: str = ""
+    #: True when the methods wait on I/O (a core system, a database): requests of one batch
+    #: are then answered concurrently, each as soon as it is ready. False suits methods that
+    #: compute their answer at once: a batch is answered in order, with less overhead.
+    concurrent: bool = False
 
     async def list_accounts(
         self, request: bank_pb2.ListAccountsRequest
@@ -121,18 +131,22 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
             await context.abort_with_status(rpc_status.to_status(_internal(exc).to_rpc_status()))
 
     async def Exchange(self, request_iterator, context):  # type: ignore[no-untyped-def]
-        """Batches are answered concurrently (up to EXCHANGE_CONCURRENCY at once), the
-        requests inside one batch in order; answers are written as they are ready."""
+        """Batches are answered concurrently (up to EXCHANGE_CONCURRENCY at once); inside a
+        batch, requests are answered in order, or each on its own when the provider says it
+        is ``concurrent``. Answers are written as they are ready, several per message."""
         out: asyncio.Queue[bank_pb2.ExchangeResponse | None] = asyncio.Queue(maxsize=64)
         slots = asyncio.Semaphore(EXCHANGE_CONCURRENCY)
         workers: set[asyncio.Task[None]] = set()
         # Requests the hub no longer wants (cancelled, or given up on after their timeout):
         # skipped if not yet started, stopped between transaction pages if running.
         dropped: set[int] = set()
+        broken = asyncio.Event()
 
         async def answer(batch: bank_pb2.ExchangeRequest) -> None:
             try:
                 await self._answer_batch(batch, out, dropped)
+            except StreamBroken:
+                broken.set()
             finally:
                 slots.release()
 
@@ -152,11 +166,27 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
                 await out.put(None)
 
         reader = asyncio.create_task(read())
+
+        async def watch() -> None:
+            await broken.wait()
+            await out.put(None)
+
+        watcher = asyncio.create_task(watch())
         try:
             while (response := await out.get()) is not None:
+                # Coalesce what else is ready into the same message (per-message cost).
+                while len(response.responses) < EXCHANGE_FLUSH_ITEMS and not out.empty():
+                    more = out.get_nowait()
+                    if more is None:
+                        yield response
+                        return
+                    response.responses.extend(more.responses)
                 yield response
+            if broken.is_set():
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "the bank's stream broke")
         finally:
             reader.cancel()
+            watcher.cancel()
             for task in list(workers):
                 task.cancel()
 
@@ -166,66 +196,118 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
         out: asyncio.Queue[bank_pb2.ExchangeResponse | None],
         dropped: set[int],
     ) -> None:
-        response = bank_pb2.ExchangeResponse()
-        items = 0
         read_at = time.monotonic()
+        wanted = []
         for request in batch.requests:
-            kind = request.WhichOneof("request")
-            if kind == "cancel":
+            if request.HasField("cancel"):
                 continue
             if request.id in dropped:
                 dropped.discard(request.id)
                 continue
-            if request.timeout_ms and time.monotonic() - read_at > request.timeout_ms / 1000:
-                continue  # the hub has given up on it; an answer would only be dropped
-            try:
-                if kind == "transactions":
-                    async for page in self.provider.list_transactions(request.transactions):
-                        if request.id in dropped:
-                            dropped.discard(request.id)
-                            break
-                        answer = response.responses.add(id=request.id, has_more=True)
-                        answer.transactions.CopyFrom(page)
-                        items += len(page.transactions)
-                        if items >= EXCHANGE_FLUSH_ITEMS:
-                            await out.put(response)
-                            response, items = bank_pb2.ExchangeResponse(), 0
-                    # The last page said has_more; a closing answer ends the request.
-                    last = _last_answer(response, request.id)
-                    if last is not None:
-                        last.has_more = False
-                    else:
-                        response.responses.add(id=request.id).transactions.SetInParent()
-                    continue
-                answer = response.responses.add(id=request.id)
-                if kind == "accounts":
-                    result = await self.provider.list_accounts(request.accounts)
-                    answer.accounts.CopyFrom(result)
-                    items += len(result.accounts)
-                elif kind == "account_details":
-                    answer.account_details.CopyFrom(
-                        await self.provider.get_account_details(request.account_details)
-                    )
-                elif kind == "cards":
-                    result_cards = await self.provider.list_cards(request.cards)
-                    answer.cards.CopyFrom(result_cards)
-                    items += len(result_cards.payment_cards)
-                elif kind == "roles":
-                    answer.roles.CopyFrom(await self.provider.list_roles(request.roles))
+            wanted.append(request)
+        if self.provider.concurrent:
+            await asyncio.gather(
+                *(self._answer_alone(request, out, dropped, read_at) for request in wanted)
+            )
+            return
+        outbox = _Outbox(out)
+        for request in wanted:
+            await self._answer(request, outbox, dropped, read_at)
+        await outbox.flush()
+
+    async def _answer_alone(
+        self,
+        request: bank_pb2.BankRequest,
+        out: asyncio.Queue[bank_pb2.ExchangeResponse | None],
+        dropped: set[int],
+        read_at: float,
+    ) -> None:
+        outbox = _Outbox(out)
+        await self._answer(request, outbox, dropped, read_at)
+        await outbox.flush()
+
+    async def _answer(
+        self,
+        request: bank_pb2.BankRequest,
+        outbox: _Outbox,
+        dropped: set[int],
+        read_at: float,
+    ) -> None:
+        """Answers one request into the outbox (several answers for transaction pages)."""
+        if request.timeout_ms and time.monotonic() - read_at > request.timeout_ms / 1000:
+            return  # the hub has given up on it; an answer would only be dropped
+        kind = request.WhichOneof("request")
+        provider = self.provider
+        try:
+            if kind == "transactions":
+                async for page in provider.list_transactions(request.transactions):
+                    if request.id in dropped:
+                        dropped.discard(request.id)
+                        return
+                    answer = outbox.response.responses.add(id=request.id, has_more=True)
+                    answer.transactions.CopyFrom(page)
+                    await outbox.added(len(page.transactions))
+                # The last page said has_more; a closing answer ends the request.
+                last = _last_answer(outbox.response, request.id)
+                if last is not None:
+                    last.has_more = False
                 else:
-                    raise BankError("ACC-001", "request carries no known API")
-                items += 1
-            except BankError as exc:
-                _fail(response, request.id, exc.to_proto())
-            except NotImplementedError:
-                _fail(response, request.id, _unimplemented().to_proto())
-            except Exception as exc:
-                _fail(response, request.id, _internal(exc).to_proto())
-            if items >= EXCHANGE_FLUSH_ITEMS:
-                await out.put(response)
-                response, items = bank_pb2.ExchangeResponse(), 0
-        if response.responses:
-            await out.put(response)
+                    outbox.response.responses.add(id=request.id).transactions.SetInParent()
+                return
+            result: Message
+            if kind == "accounts":
+                result = await provider.list_accounts(request.accounts)
+            elif kind == "account_details":
+                result = await provider.get_account_details(request.account_details)
+            elif kind == "cards":
+                result = await provider.list_cards(request.cards)
+            elif kind == "roles":
+                result = await provider.list_roles(request.roles)
+            else:
+                raise BankError("ACC-001", "request carries no known API")
+            # The answer goes where its type says: a provider that returns the wrong kind
+            # is seen by the caller as doing so (and refused as malformed there).
+            answer = outbox.response.responses.add(id=request.id)
+            getattr(answer, _RESULT_FIELDS[type(result)]).CopyFrom(result)
+            await outbox.added(1 + result.ByteSize() // 256)
+        except BankError as exc:
+            _fail(outbox.response, request.id, exc.to_proto())
+        except NotImplementedError:
+            _fail(outbox.response, request.id, _unimplemented().to_proto())
+        except StreamBroken:
+            raise
+        except Exception as exc:
+            _fail(outbox.response, request.id, _internal(exc).to_proto())
+
+
+_RESULT_FIELDS: Final = {
+    bank_pb2.ListAccountsResponse: "accounts",
+    bank_pb2.GetAccountDetailsResponse: "account_details",
+    bank_pb2.ListCardsResponse: "cards",
+    bank_pb2.ListRolesResponse: "roles",
+}
+
+
+class _Outbox:
+    """Answers gathered into one ExchangeResponse, flushed every EXCHANGE_FLUSH_ITEMS items."""
+
+    __slots__ = ("items", "out", "response")
+
+    def __init__(self, out: asyncio.Queue[bank_pb2.ExchangeResponse | None]) -> None:
+        self.out = out
+        self.response = bank_pb2.ExchangeResponse()
+        self.items = 0
+
+    async def added(self, items: int) -> None:
+        self.items += items
+        if self.items >= EXCHANGE_FLUSH_ITEMS:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self.response.responses:
+            await self.out.put(self.response)
+            self.response = bank_pb2.ExchangeResponse()
+        self.items = 0
 
 
 def _last_answer(

@@ -61,6 +61,7 @@ class Recording(BankProvider):
     def __init__(self, inner: BankProvider, calls: dict[str, list[str]]) -> None:
         self.inner = inner
         self.bank_id = inner.bank_id
+        self.concurrent = inner.concurrent
         self.log = calls.setdefault(inner.bank_id, [])
 
     async def list_accounts(self, request):  # type: ignore[no-untyped-def]

@@ -1,0 +1,173 @@
+"""Fault injection for the synthetic bank: a provider that misbehaves on purpose.
+
+:class:`FaultyBank` wraps any provider and, per its :class:`Faults` (changeable at run time,
+from code or, in `dsop bank simulate`, by editing the faults file and sending SIGHUP), adds
+latency (fixed, or a slow tail), errors with a chosen ACC code, hangs, breaks the stream,
+answers with the wrong kind of message, pads answers beyond any sane size, or answers about
+the wrong party, account or bank.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from dsop.controlinfo.v2 import bank_pb2
+from providers.base import BankProvider, StreamBroken
+from providers.errors import ACC_STATUS, BankError
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    #: Seconds added to every answer.
+    latency: float = 0.0
+    #: Share of answers (0..1) that take ``tail_latency`` seconds instead.
+    tail_rate: float = 0.0
+    tail_latency: float = 0.0
+    #: Share of requests refused with ``error_code`` (an ACC code).
+    error_rate: float = 0.0
+    error_code: str = "ACC-100"
+    #: Never answer.
+    hang: bool = False
+    #: Break the whole stream (as a crash or a dropped connection would) after this many
+    #: transaction pages of a request; -1: never. 0 breaks it on any request at once.
+    crash_after_pages: int = -1
+    #: Answer with the wrong kind of message (cards for an accounts request, ...).
+    garbage: bool = False
+    #: Pad every answer to at least this many bytes (0: off).
+    oversized_bytes: int = 0
+    #: Answer about another party, another account, or as another bank.
+    wrong_party: bool = False
+    wrong_account: bool = False
+    wrong_bank: bool = False
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], where: str = "faults") -> Faults:
+        known = {f.name: f for f in fields(cls)}
+        for key in raw:
+            if key not in known:
+                raise ValueError(f"{where}.{key}: unknown fault (known: {', '.join(known)})")
+        faults = cls(**raw)
+        if faults.error_code not in ACC_STATUS:
+            raise ValueError(f"{where}.error_code: unknown ACC code {faults.error_code!r}")
+        return faults
+
+
+class FaultyBank(BankProvider):
+    """A provider that misbehaves as its ``faults`` say; otherwise it is ``inner``."""
+
+    concurrent = True  # latency is simulated per request, as a real bank's I/O would be
+
+    def __init__(self, inner: BankProvider, faults: Faults, seed: int = 0) -> None:
+        self.inner = inner
+        self.bank_id = inner.bank_id
+        self.faults = faults
+        self.random = random.Random(seed)
+
+    async def _before(self) -> None:
+        faults = self.faults
+        if faults.hang:
+            await asyncio.Event().wait()
+        delay = faults.latency
+        if faults.tail_rate and self.random.random() < faults.tail_rate:
+            delay = faults.tail_latency
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if faults.crash_after_pages == 0:
+            raise StreamBroken("fault injection: the bank crashed")
+        if faults.error_rate and self.random.random() < faults.error_rate:
+            raise BankError(faults.error_code, "fault injection: refused")
+
+    def _pad(self, details: Any) -> None:
+        if self.faults.oversized_bytes:
+            details.message = "x" * self.faults.oversized_bytes
+
+    async def list_accounts(
+        self, request: bank_pb2.ListAccountsRequest
+    ) -> bank_pb2.ListAccountsResponse:
+        await self._before()
+        if self.faults.garbage:
+            return bank_pb2.ListCardsResponse()  # type: ignore[return-value]
+        if self.faults.wrong_party:
+            request = _copy(request)
+            request.party_id = _other_party(request.party_id)
+        response = await self.inner.list_accounts(request)
+        if self.faults.wrong_bank:
+            for account in response.accounts:
+                account.servicer.identifier.value = "974761076"
+        if self.faults.wrong_party and not response.accounts:
+            # The other party holds nothing here; invent one of theirs so the fault shows.
+            account = response.accounts.add(account_identifier="12345678903", account_reference="r")
+            account.primary_owner.identifier.value = request.party_id
+        self._pad(response.response_details)
+        return response
+
+    async def get_account_details(
+        self, request: bank_pb2.GetAccountDetailsRequest
+    ) -> bank_pb2.GetAccountDetailsResponse:
+        await self._before()
+        if self.faults.garbage:
+            return bank_pb2.ListRolesResponse()  # type: ignore[return-value]
+        response = await self.inner.get_account_details(request)
+        if self.faults.wrong_account:
+            response.account.account_reference = request.account_reference + "-other"
+        self._pad(response.response_details)
+        return response
+
+    async def list_transactions(
+        self, request: bank_pb2.ListTransactionsRequest
+    ) -> AsyncIterator[bank_pb2.ListTransactionsResponse]:
+        await self._before()
+        pages = 0
+        async for page in self.inner.list_transactions(request):
+            if pages == self.faults.crash_after_pages:
+                raise StreamBroken("fault injection: the bank crashed mid-stream")
+            self._pad(page.response_details)
+            pages += 1
+            yield page
+
+    async def list_cards(self, request: bank_pb2.ListCardsRequest) -> bank_pb2.ListCardsResponse:
+        await self._before()
+        response = await self.inner.list_cards(request)
+        self._pad(response.response_details)
+        return response
+
+    async def list_roles(self, request: bank_pb2.ListRolesRequest) -> bank_pb2.ListRolesResponse:
+        await self._before()
+        response = await self.inner.list_roles(request)
+        self._pad(response.response_details)
+        return response
+
+    def set(self, **changes: Any) -> None:
+        """Changes the faults at run time."""
+        self.faults = replace(self.faults, **changes)
+
+
+def _copy(request: bank_pb2.ListAccountsRequest) -> bank_pb2.ListAccountsRequest:
+    copy = bank_pb2.ListAccountsRequest()
+    copy.CopyFrom(request)
+    return copy
+
+
+def _other_party(party_id: str) -> str:
+    """A different, valid party id (the same kind)."""
+    from hub.identifiers import make_organisation_number  # noqa: PLC0415
+
+    if len(party_id) == 9:
+        return next(
+            o
+            for b in range(97_000_000, 97_100_000)
+            if (o := make_organisation_number(b)) and o != party_id
+        )
+    import datetime as dt  # noqa: PLC0415
+
+    from hub.identifiers import make_national_identity_number  # noqa: PLC0415
+
+    return next(
+        n
+        for i in range(100, 500)
+        if (n := make_national_identity_number(dt.date(1970, 1, 1), i)) and n != party_id
+    )
