@@ -148,10 +148,10 @@ class GrpcBankClient:
 
     def cancel(self, request_id: int) -> None:
         stream = self._stream
-        if self._pending.pop(request_id, None) is None:
-            if stream is None or stream.handlers.pop(request_id, None) is None:
-                return
-        if self._closed:
+        known = self._pending.pop(request_id, None) is not None or (
+            stream is not None and stream.handlers.pop(request_id, None) is not None
+        )
+        if not known or self._closed:
             return
         message = self._batch
         if message is None:
