@@ -16,6 +16,7 @@ import grpc
 import orjson
 from google.protobuf import json_format
 
+from clients.audit_cli import add_audit_commands
 from clients.client import ClientTls, HubClient, Token, make_query
 from clients.render import event_json, render_event
 from clients.services import CONSUMERS, MANDATES
@@ -169,6 +170,11 @@ def _hub_serve(args: argparse.Namespace) -> int:
         if police_jwks is None and (certs / "police-jwks.json").exists():
             police_jwks = certs / "police-jwks.json"
     config = HubConfig(
+        audit=args.audit,
+        audit_key=args.audit_key,
+        audit_writer=args.audit_writer,
+        audit_checkpoints=args.audit_checkpoints,
+        auditors=frozenset(args.auditor),
         listen=args.listen,
         profiles=args.profiles,
         token_jwks=token_jwks,
@@ -411,6 +417,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--token-issuer", help="the trusted token issuer (iss)")
     serve.add_argument("--token-audience", default="dsop-hub", help="this hub's audience (aud)")
     serve.add_argument("--police-jwks", type=Path, help="police order-signing keys (JWKS)")
+    serve.add_argument(
+        "--audit",
+        default="sqlite:dsop-audit.db",
+        help="sqlite:PATH (default sqlite:dsop-audit.db), postgresql://DSN, or none",
+    )
+    serve.add_argument(
+        "--audit-key", type=Path, default=Path("dsop-audit.key"), help="Ed25519 signing key"
+    )
+    serve.add_argument("--audit-writer", default="", help="this process's chain id")
+    serve.add_argument("--audit-checkpoints", type=Path, help="also append checkpoints here")
+    serve.add_argument(
+        "--auditor", action="append", default=[], help="organisation with the audit role"
+    )
     _add_server_tls(serve, "hub")
     serve.set_defaults(run=_hub_serve)
 
@@ -434,6 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     init = certs.add_parser("init", help="create a CA and hub, bank and agency certificates")
     init.add_argument("directory", type=Path)
     init.set_defaults(run=_certs_init)
+
+    add_audit_commands(commands)
 
     demo = commands.add_parser("demo", help="start banks and a hub, run a few queries, stop")
     demo.add_argument("--banks", type=int, default=20)

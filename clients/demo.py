@@ -231,6 +231,12 @@ def run_demo(banks: int = 20, seed: int = 7) -> int:
             _wait_for(registry, simulator, "the bank simulator")
             hub_args = ["hub", "serve", "--listen", "127.0.0.1:0", "--registry", str(registry)]
             hub_args += ["--certs", str(certs), "--port-file", str(port_file)]
+            hub_args += [
+                "--audit",
+                f"sqlite:{work / 'audit.db'}",
+                "--audit-key",
+                str(work / "audit.key"),
+            ]
             with _process(hub_args, "the hub") as hub:
                 _wait_for(port_file, hub, "the hub")
                 target = f"localhost:{port_file.read_text().strip()}"

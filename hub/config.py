@@ -100,6 +100,18 @@ class HubConfig:
     calls: CallPolicy = field(default_factory=CallPolicy)
     #: Queries in flight, in all and per consumer, before the hub sheds load.
     limits: Limits = field(default_factory=Limits)
+    #: The audit log: "sqlite:PATH" (embedded, the default) or "postgresql://DSN" (several
+    #: processes or replicas writing one log); "none" turns auditing off (tests, benchmarks).
+    audit: str = "sqlite:dsop-audit.db"
+    #: The hub's Ed25519 key signing audit checkpoints (created when missing).
+    audit_key: Path = Path("dsop-audit.key")
+    #: This process's chain in the log; stable across restarts, unique among live writers.
+    #: Default: "hub@<host>:<port>".
+    audit_writer: str = ""
+    #: Organisations allowed to look up disclosures without a token carrying "dsop:audit".
+    auditors: frozenset[str] = frozenset()
+    #: Append every audit checkpoint to this file too (ship it off the host).
+    audit_checkpoints: Path | None = None
     #: On SIGTERM: how long in-flight queries may take to finish.
     drain_grace: float = 10.0
     #: Requests per message to a bank, at most.
@@ -121,6 +133,11 @@ class HubConfig:
             raise ConfigError("token_issuer: required with token_jwks (the issuer to trust)")
         if not (self.kar == "embedded" or self.kar.startswith("grpc://")):
             raise ConfigError("kar: must be 'embedded' or 'grpc://HOST:PORT'")
+        if not (
+            self.audit == "none"
+            or self.audit.startswith(("sqlite:", "postgresql://", "postgres://"))
+        ):
+            raise ConfigError("audit: must be sqlite:PATH, postgresql://DSN or none")
         if not 0 < self.query_timeout <= 3600:
             raise ConfigError("query_timeout: must be between 0 and 3600 seconds")
         if not 0 < self.calls.timeout <= 3600:

@@ -122,3 +122,4 @@ class QueryContext:
     calls: list[Call] = field(default_factory=list)  # fanout: bank calls, for cancellation
     cancelled: bool = False  # server: the agency went away; nothing more is delivered
     admitted: bool = False  # shed: counted in flight until released
+    finished: bool = False  # respond: the summary went out

@@ -135,7 +135,8 @@ class FilterStage:
 
     async def __call__(self, batch: list[Outgoing]) -> list[Outgoing]:
         plans = self.plans
-        for ctx, event in batch:
+        for item in batch:
+            event = item.event
             if not event.HasField("result"):
                 continue
             result = event.result
@@ -144,5 +145,5 @@ class FilterStage:
                 continue
             payload = getattr(result, kind)
             payload.DiscardUnknownFields()
-            plans[ctx.query.service][kind].apply(payload)
+            plans[item.ctx.query.service][kind].apply(payload)
         return batch

@@ -9,13 +9,15 @@ Ingress (per batch of queries from one agency message)::
 
 Egress (per batch of events emitted during one loop turn)::
 
-    filter -> respond (encode, hand to the agency's stream)
+    filter -> encode -> audit -> respond (hand the bytes to the agency's stream)
 
 Shedding comes first: a refusal for want of room must cost nothing. Validation comes next so
 the policy reads only well-formed queries; the policy comes before
 resolve so a refused query never reaches KAR or a bank. Resolve comes before fan-out because
 fan-out needs the bank list. On the way out, filtering comes before anything that sees the
-bytes an agency receives, and respond is last: nothing may be added after the bytes leave.
+bytes an agency receives; encoding happens once, so the audit log records the digest of exactly
+the bytes sent; audit comes before respond because it is write-ahead (no data leaves before
+its record is durable), and respond is last: nothing may be added after the bytes leave.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 import grpc
 
+from hub.audit import AuditLog
+from hub.audit_stage import AuditStage
 from hub.context import QueryContext, Refusal
 from hub.fanout import FanoutStage, summary
 from hub.filter import FilterStage
@@ -34,7 +38,7 @@ from hub.policy import PolicyStage
 from hub.profiles import Profiles
 from hub.resilience import ResilientBank
 from hub.resolve import ResolveStage
-from hub.respond import Egress, RespondStage
+from hub.respond import Egress, EgressStage, EncodeStage, Outgoing, RespondStage
 from hub.shed import Limits, ShedStage
 from hub.validate import ValidateStage
 
@@ -45,6 +49,9 @@ log = logging.getLogger(__name__)
 IngressStage = Callable[[list[QueryContext]], Awaitable[list[QueryContext]]]
 
 _INTERNAL = Refusal(grpc.StatusCode.INTERNAL, "ACC-500", "internal error in the hub")
+_AUDIT_DOWN = Refusal(
+    grpc.StatusCode.UNAVAILABLE, "ACC-100", "the audit log is unavailable; nothing was released"
+)
 
 
 class Pipeline:
@@ -88,12 +95,33 @@ class Pipeline:
 def build_pipeline(
     kar: Kar,
     banks: Mapping[str, ResilientBank],
+    *,
     profiles: Profiles,
     orders: PoliceOrderVerifier | None,
     limits: Limits,
+    audit: AuditLog | None,
 ) -> Pipeline:
     shed = ShedStage(limits)
-    egress = Egress([FilterStage(profiles), RespondStage(on_finished=shed.release)])
+    outbound: list[EgressStage] = [FilterStage(profiles), EncodeStage()]
+    if audit is not None:
+        outbound.append(AuditStage(audit))
+    outbound.append(RespondStage(on_finished=shed.release))
+
+    def withheld(batch: list[Outgoing]) -> None:
+        # The batch could not be audited: its data is withheld; each query still ends, with
+        # an error summary (which discloses nothing) and its room released.
+        for ctx in {id(item.ctx): item.ctx for item in batch}.values():
+            if ctx.cancelled or ctx.finished:
+                continue
+            ctx.refusal = _AUDIT_DOWN
+            ctx.cancelled = True
+            for call in ctx.calls:
+                call.cancel()
+            ctx.sink.send(ctx, summary(ctx).SerializeToString())
+            ctx.sink.finished(ctx)
+            shed.release(ctx)
+
+    egress = Egress(outbound, on_failure=withheld)
     ingress: list[IngressStage] = [
         shed,
         ValidateStage(),

@@ -1,9 +1,9 @@
-"""The outbound side: the egress that batches events through the outbound stages, the last
-stage (respond: encode and hand to the agency's stream), and the two kinds of stream.
+"""The outbound side: the egress that batches events through the outbound stages, the
+encode and respond stages, and the two kinds of stream.
 
-Events are encoded once, here, to the bytes the agency receives; the streams frame those
-bytes into response messages without re-encoding them (the gRPC handlers are registered with
-an identity serializer).
+Events are encoded once (EncodeStage) to the bytes the agency receives; the audit log keeps
+those bytes' digest, and the streams frame them into response messages without re-encoding
+them (the gRPC handlers are registered with an identity serializer).
 """
 
 from __future__ import annotations
@@ -18,8 +18,18 @@ from hub.context import QueryContext
 
 log = logging.getLogger(__name__)
 
-#: One event of one query on its way out.
-Outgoing = tuple[QueryContext, hub_pb2.QueryEvent]
+
+class Outgoing:
+    """One event of one query on its way out; ``data`` is set by the encode stage."""
+
+    __slots__ = ("ctx", "data", "event")
+
+    def __init__(self, ctx: QueryContext, event: hub_pb2.QueryEvent) -> None:
+        self.ctx = ctx
+        self.event = event
+        self.data = b""
+
+
 #: An outbound stage: takes a batch of events, returns those that go on.
 EgressStage = Callable[[list[Outgoing]], Awaitable[list[Outgoing]]]
 
@@ -43,8 +53,13 @@ class Egress:
     the outbound stages over it, batch after batch, in order (a query's summary never
     overtakes its results)."""
 
-    def __init__(self, stages: Sequence[EgressStage]) -> None:
+    def __init__(
+        self,
+        stages: Sequence[EgressStage],
+        on_failure: Callable[[list[Outgoing]], None] | None = None,
+    ) -> None:
         self._stages = tuple(stages)
+        self._on_failure = on_failure
         self._buffer: list[Outgoing] = []
         self._queue: asyncio.Queue[list[Outgoing]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -53,7 +68,7 @@ class Egress:
     def emit(self, ctx: QueryContext, event: hub_pb2.QueryEvent) -> None:
         if not self._buffer:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._buffer.append((ctx, event))
+        self._buffer.append(Outgoing(ctx, event))
 
     def _flush(self) -> None:
         batch, self._buffer = self._buffer, []
@@ -64,34 +79,53 @@ class Egress:
             self._worker = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
+        queue = self._queue
         while True:
-            batch = await self._queue.get()
+            batch = await queue.get()
+            # While a slow stage (a commit) ran, more batches queued: take them all at once,
+            # so the next commit covers them together (group commit) instead of queueing.
+            while not queue.empty():
+                batch += queue.get_nowait()
             self.batches += 1
             try:
                 for stage in self._stages:
                     batch = await stage(batch)
             except Exception:
-                log.exception("outbound stage failed; %d events dropped", len(batch))
+                log.exception("outbound stage failed; %d events withheld", len(batch))
+                if self._on_failure is not None:
+                    self._on_failure(batch)
 
     async def close(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
 
 
+class EncodeStage:
+    """Encodes each event, once, to the bytes its agency will receive. Events of a query
+    whose agency went away are dropped here: they are neither audited nor sent."""
+
+    async def __call__(self, batch: list[Outgoing]) -> list[Outgoing]:
+        kept = []
+        for item in batch:
+            if not item.ctx.cancelled:
+                item.data = item.event.SerializeToString()
+                kept.append(item)
+        return kept
+
+
 class RespondStage:
-    """Encodes each event and hands it to its query's stream; after a summary, tells the
-    stream (and ``on_finished``) the query is finished. Events of a query whose agency went
-    away are dropped."""
+    """Hands each encoded event to its query's stream; after a summary, tells the stream (and
+    ``on_finished``) the query is finished."""
 
     def __init__(self, on_finished: Callable[[QueryContext], None] | None = None) -> None:
         self.on_finished = on_finished
 
     async def __call__(self, batch: list[Outgoing]) -> list[Outgoing]:
-        for ctx, event in batch:
-            if ctx.cancelled:
-                continue
-            ctx.sink.send(ctx, event.SerializeToString())
-            if event.HasField("summary"):
+        for item in batch:
+            ctx = item.ctx
+            ctx.sink.send(ctx, item.data)
+            if item.event.HasField("summary"):
+                ctx.finished = True
                 ctx.sink.finished(ctx)
                 if self.on_finished is not None:
                     self.on_finished(ctx)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
@@ -21,11 +22,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from dsop.hub.v1 import hub_pb2
+from dsop.hub.v1 import hub_pb2, hub_pb2_grpc
+from hub.audit import AuditError, ChainLog, LogOptions, load_or_create_key, open_log
 from hub.auth import Authenticator, AuthError, TokenSettings
 from hub.banks import GrpcBankClient
 from hub.config import ConfigError, HubConfig, TlsFiles, read_json
 from hub.context import Identity, QueryContext, Refusal
+from hub.identifiers import party_kind
 from hub.kar import GrpcKar, Kar, SyntheticKar
 from hub.pipeline import Pipeline, build_pipeline
 from hub.police import PoliceOrderVerifier
@@ -59,6 +62,68 @@ def _identity(data: bytes) -> bytes:
 
 def bank_health_name(bank_id: str) -> str:
     return f"dsop.bank.{bank_id}"
+
+
+AUDIT_SERVICE: Final = "dsop.hub.v1.AuditService"
+AUDIT_SCOPE: Final = "dsop:audit"
+
+
+class AuditServicer(hub_pb2_grpc.AuditServiceServicer):
+    """Disclosure lookup, open only to the audit role."""
+
+    def __init__(
+        self, audit: ChainLog, authenticator: Authenticator, auditors: frozenset[str]
+    ) -> None:
+        self.audit = audit
+        self.authenticator = authenticator
+        self.auditors = auditors
+
+    async def ListDisclosures(
+        self,
+        request: hub_pb2.ListDisclosuresRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> hub_pb2.ListDisclosuresResponse:
+        try:
+            identity = self.authenticator.authenticate(context)
+        except AuthError as exc:
+            refusal = Refusal(grpc.StatusCode.UNAUTHENTICATED, "ACC-010", str(exc))
+            await context.abort_with_status(rpc_status.to_status(refusal.to_rpc_status()))
+            raise AssertionError("unreachable") from None
+        allowed = (identity.scopes is not None and AUDIT_SCOPE in identity.scopes) or (
+            identity.organisation in self.auditors
+        )
+        if not allowed:
+            refusal = Refusal(
+                grpc.StatusCode.PERMISSION_DENIED, "ACC-011", "the audit role is required"
+            )
+            await context.abort_with_status(rpc_status.to_status(refusal.to_rpc_status()))
+        if party_kind(request.party_id) is None:
+            refusal = Refusal(
+                grpc.StatusCode.INVALID_ARGUMENT, "ACC-001", "party_id: not a valid party id"
+            )
+            await context.abort_with_status(rpc_status.to_status(refusal.to_rpc_status()))
+        response = hub_pb2.ListDisclosuresResponse()
+        for entry in await self.audit.disclosures(request.party_id):
+            item = response.disclosures.add(
+                first_at=entry["first_at"],
+                last_at=entry["last_at"],
+                items=entry["items"],
+                closed=entry["closed"],
+                refused=entry["refused"],
+                banks_asked=entry["banks_asked"],
+                only_primary_owner=entry["only_primary_owner"],
+            )
+            for key in (
+                "consumer", "subject", "requester_id", "service", "legal_mandate", "case_id",
+                "correlation_id", "query_id", "operation", "from_date", "to_date",
+                "additional_reference_type",
+            ):  # fmt: skip
+                setattr(item, key, entry[key] or "")
+            for bank in entry["banks"]:
+                item.banks.add(
+                    bank_id=bank["bank_id"], outcome=bank["outcome"], items=bank["items"]
+                )
+        return response
 
 
 class HubServicer:
@@ -184,6 +249,25 @@ class HubServicer:
         )
 
 
+async def _open_audit(config: HubConfig, port: int) -> ChainLog | None:
+    if config.audit == "none":
+        log.warning("AUDIT OFF: disclosures are not logged (audit = none). Tests only.")
+        return None
+    writer = config.audit_writer or f"hub@{socket.gethostname()}:{port}"
+    try:
+        audit = open_log(
+            config.audit,
+            load_or_create_key(config.audit_key),
+            writer,
+            LogOptions(checkpoint_file=config.audit_checkpoints),
+        )
+        await audit.open()
+    except (OSError, ValueError, AuditError) as exc:
+        raise ConfigError(f"audit: cannot open the audit log: {exc}") from exc
+    log.info("audit log open (writer %s)", writer)
+    return audit
+
+
 def _kar(config: HubConfig, registry: Registry) -> Kar:
     if config.kar == "embedded":
         if registry.synthetic is None:
@@ -212,6 +296,7 @@ class Hub:
         kar: Kar,
         health: health.aio.HealthServicer,
         deadlines: Deadlines,
+        audit: ChainLog | None,
     ) -> None:
         self.config = config
         self.server = server
@@ -221,6 +306,7 @@ class Hub:
         self.kar = kar
         self.health = health
         self.deadlines = deadlines
+        self.audit = audit
 
     @classmethod
     async def start(cls, config: HubConfig) -> Hub:
@@ -281,28 +367,36 @@ class Hub:
             )
             banks[bank.bank_id] = ResilientBank(client, policy, deadlines, breaker_changed)
         kar = _kar(config, registry)
-        pipeline = build_pipeline(kar, banks, profiles, orders, config.limits)
-        servicer = HubServicer(
-            pipeline,
-            Authenticator(tokens),
-            window=config.stream_window,
-            query_timeout=config.query_timeout,
-        )
         server = grpc.aio.server(options=SERVER_OPTIONS)
-        server.add_generic_rpc_handlers((servicer.handler(),))
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
-        await health_servicer.set("", SERVING)
-        await health_servicer.set(SERVICE, SERVING)
-        for bank_id in banks:
-            await health_servicer.set(bank_health_name(bank_id), SERVING)
         port = (
             server.add_secure_port(config.listen, server_credentials)
             if server_credentials is not None
             else server.add_insecure_port(config.listen)
         )
+        audit = await _open_audit(config, port)
+        pipeline = build_pipeline(
+            kar, banks, profiles=profiles, orders=orders, limits=config.limits, audit=audit
+        )
+        authenticator = Authenticator(tokens)
+        servicer = HubServicer(
+            pipeline,
+            authenticator,
+            window=config.stream_window,
+            query_timeout=config.query_timeout,
+        )
+        server.add_generic_rpc_handlers((servicer.handler(),))
+        services = [SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        if audit is not None:
+            hub_pb2_grpc.add_AuditServiceServicer_to_server(
+                AuditServicer(audit, authenticator, config.auditors), server
+            )
+            services.append(AUDIT_SERVICE)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(services, server)
+        await health_servicer.set("", SERVING)
+        await health_servicer.set(SERVICE, SERVING)
+        for bank_id in banks:
+            await health_servicer.set(bank_health_name(bank_id), SERVING)
         await server.start()
         log.info("hub listening on port %d with %d banks", port, len(banks))
         return cls(
@@ -314,6 +408,7 @@ class Hub:
             kar=kar,
             health=health_servicer,
             deadlines=deadlines,
+            audit=audit,
         )
 
     async def drain(self, grace: float | None = None) -> None:
@@ -337,6 +432,8 @@ class Hub:
         for bank in self.banks.values():
             await bank.close()
         await self.kar.close()
+        if self.audit is not None:
+            await self.audit.close()  # flushes and signs a last checkpoint
 
     async def wait(self) -> None:
         with contextlib.suppress(asyncio.CancelledError):

@@ -74,6 +74,8 @@ async def make_env(
             tls=TlsFiles(cert_dir / "hub.pem", cert_dir / "hub.key", cert_dir / "ca.pem"),
             bank_tls=TlsFiles(cert_dir / "hub.pem", cert_dir / "hub.key", cert_dir / "ca.pem"),
             **{
+                "audit": f"sqlite:{tmp_path}/audit-{len(made)}.db",
+                "audit_key": tmp_path / "audit.key",
                 "token_jwks": cert_dir / "issuer-jwks.json",
                 "token_issuer": DEV_ISSUER,
                 "police_jwks": cert_dir / "police-jwks.json",

@@ -1,5 +1,5 @@
-"""What one audit record holds, and its canonical encoding (the only one: hashes, storage,
-export and verification all use :func:`encode_body`).
+"""What one audit record holds, and its canonical encoding: :func:`encode_body` is the only
+encoder; what it returns is hashed and stored, and verification reads those stored bytes.
 
 A record covers the events of ONE query released to the agency in ONE egress batch. A query
 whose banks answer at different moments gets several records; the one carrying ``summary``
@@ -15,6 +15,7 @@ national identity number) only as its SHA-256.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ def reference_digest(reference: str | None) -> str:
     return hashlib.sha256(reference.encode()).hexdigest()
 
 
+@functools.lru_cache(maxsize=256)  # the records of one egress batch share one release time
 def format_time(at: dt.datetime) -> str:
     """The one text form of a time in bodies, checkpoints and the SQLite ``at`` column: UTC,
     microseconds, ``Z``; fixed width, so text order is time order."""

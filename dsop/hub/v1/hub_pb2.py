@@ -26,39 +26,49 @@ from dsop.controlinfo.v2 import bank_pb2 as dsop_dot_controlinfo_dot_v2_dot_bank
 from dsop.controlinfo.v2 import model_pb2 as dsop_dot_controlinfo_dot_v2_dot_model__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64sop/hub/v1/hub.proto\x12\x0b\x64sop.hub.v1\x1a\x1e\x64sop/controlinfo/v2/bank.proto\x1a\x1f\x64sop/controlinfo/v2/model.proto\"\xa9\x04\n\x05Query\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x15\n\rlegal_mandate\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x04 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\x12\x19\n\x0crequester_id\x18\x06 \x01(\tH\x00\x88\x01\x01\x12$\n\x17\x61\x64\x64itional_reference_id\x18\x07 \x01(\tH\x01\x88\x01\x01\x12T\n\x1c\x61\x64\x64itional_reference_id_type\x18\x08 \x01(\x0e\x32..dsop.controlinfo.v2.AdditionalReferenceIdType\x12\x10\n\x08party_id\x18\t \x01(\t\x12+\n\x06period\x18\n \x01(\x0b\x32\x1b.dsop.controlinfo.v2.Period\x12\x1a\n\x12only_primary_owner\x18\x0b \x01(\x08\x12)\n\toperation\x18\x0c \x01(\x0e\x32\x16.dsop.hub.v1.Operation\x12\x1e\n\x11\x61\x63\x63ount_reference\x18\r \x01(\tH\x02\x88\x01\x01\x12\r\n\x05\x62\x61nks\x18\x0e \x03(\t\x12\x1b\n\x0ereference_date\x18\x0f \x01(\tH\x03\x88\x01\x01\x42\x0f\n\r_requester_idB\x1a\n\x18_additional_reference_idB\x14\n\x12_account_referenceB\x11\n\x0f_reference_date\"1\n\x0cQueryRequest\x12!\n\x05query\x18\x01 \x01(\x0b\x32\x12.dsop.hub.v1.Query\"7\n\rQueryResponse\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.dsop.hub.v1.QueryEvent\"9\n\x12QueryStreamRequest\x12#\n\x07queries\x18\x01 \x03(\x0b\x32\x12.dsop.hub.v1.Query\">\n\x13QueryStreamResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.dsop.hub.v1.QueryEvent\"n\n\nQueryEvent\x12)\n\x06result\x18\x01 \x01(\x0b\x32\x17.dsop.hub.v1.BankResultH\x00\x12,\n\x07summary\x18\x02 \x01(\x0b\x32\x19.dsop.hub.v1.QuerySummaryH\x00\x42\x07\n\x05\x65vent\"\x8c\x01\n\x14\x41\x63\x63ountsWithBalances\x12>\n\x10response_details\x18\x01 \x01(\x0b\x32$.dsop.controlinfo.v2.ResponseDetails\x12\x34\n\x08\x61\x63\x63ounts\x18\x02 \x03(\x0b\x32\".dsop.controlinfo.v2.AccountDetail\"\xd8\x04\n\nBankResult\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61nk_id\x18\x02 \x01(\t\x12)\n\x07outcome\x18\x03 \x01(\x0e\x32\x18.dsop.hub.v1.BankOutcome\x12\x10\n\x08has_more\x18\x04 \x01(\x08\x12=\n\x08\x61\x63\x63ounts\x18\x05 \x01(\x0b\x32).dsop.controlinfo.v2.ListAccountsResponseH\x00\x12I\n\x0f\x61\x63\x63ount_details\x18\x06 \x01(\x0b\x32..dsop.controlinfo.v2.GetAccountDetailsResponseH\x00\x12\x45\n\x0ctransactions\x18\x07 \x01(\x0b\x32-.dsop.controlinfo.v2.ListTransactionsResponseH\x00\x12\x37\n\x05\x63\x61rds\x18\x08 \x01(\x0b\x32&.dsop.controlinfo.v2.ListCardsResponseH\x00\x12\x37\n\x05roles\x18\t \x01(\x0b\x32&.dsop.controlinfo.v2.ListRolesResponseH\x00\x12\x43\n\x16\x61\x63\x63ounts_with_balances\x18\n \x01(\x0b\x32!.dsop.hub.v1.AccountsWithBalancesH\x00\x12+\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x1a.dsop.controlinfo.v2.ErrorH\x00\x12*\n\x06reason\x18\x0c \x01(\x0e\x32\x1a.dsop.hub.v1.FailureReasonB\t\n\x07payload\"\x9f\x01\n\nBankStatus\x12\x0f\n\x07\x62\x61nk_id\x18\x01 \x01(\t\x12)\n\x07outcome\x18\x02 \x01(\x0e\x32\x18.dsop.hub.v1.BankOutcome\x12)\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1a.dsop.controlinfo.v2.Error\x12*\n\x06reason\x18\x04 \x01(\x0e\x32\x1a.dsop.hub.v1.FailureReason\"\xca\x01\n\x0cQuerySummary\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x13\n\x0b\x62\x61nks_asked\x18\x02 \x01(\r\x12\x16\n\x0e\x62\x61nks_answered\x18\x03 \x01(\r\x12\x14\n\x0c\x62\x61nks_failed\x18\x04 \x01(\r\x12\x12\n\nelapsed_us\x18\x05 \x01(\x04\x12&\n\x05\x62\x61nks\x18\x06 \x03(\x0b\x32\x17.dsop.hub.v1.BankStatus\x12)\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x1a.dsop.controlinfo.v2.Error*\xc9\x01\n\tOperation\x12\x19\n\x15OPERATION_UNSPECIFIED\x10\x00\x12\x16\n\x12OPERATION_ACCOUNTS\x10\x01\x12\x1d\n\x19OPERATION_ACCOUNT_DETAILS\x10\x02\x12\x1a\n\x16OPERATION_TRANSACTIONS\x10\x03\x12\x13\n\x0fOPERATION_CARDS\x10\x04\x12\x13\n\x0fOPERATION_ROLES\x10\x05\x12$\n OPERATION_ACCOUNTS_WITH_BALANCES\x10\x06*\x88\x02\n\rFailureReason\x12\x1e\n\x1a\x46\x41ILURE_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x46\x41ILURE_REASON_DEADLINE\x10\x01\x12\x1e\n\x1a\x46\x41ILURE_REASON_UNAVAILABLE\x10\x02\x12\x1f\n\x1b\x46\x41ILURE_REASON_CIRCUIT_OPEN\x10\x03\x12\x1a\n\x16\x46\x41ILURE_REASON_REFUSED\x10\x04\x12\x1c\n\x18\x46\x41ILURE_REASON_MALFORMED\x10\x05\x12!\n\x1d\x46\x41ILURE_REASON_NOT_REGISTERED\x10\x06\x12\x1c\n\x18\x46\x41ILURE_REASON_CANCELLED\x10\x07*y\n\x0b\x42\x61nkOutcome\x12\x1c\n\x18\x42\x41NK_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x42\x41NK_OUTCOME_COMPLETE\x10\x01\x12\x18\n\x14\x42\x41NK_OUTCOME_PARTIAL\x10\x02\x12\x17\n\x13\x42\x41NK_OUTCOME_FAILED\x10\x03\x32\xa4\x01\n\nHubService\x12@\n\x05Query\x12\x19.dsop.hub.v1.QueryRequest\x1a\x1a.dsop.hub.v1.QueryResponse0\x01\x12T\n\x0bQueryStream\x12\x1f.dsop.hub.v1.QueryStreamRequest\x1a .dsop.hub.v1.QueryStreamResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x64sop/hub/v1/hub.proto\x12\x0b\x64sop.hub.v1\x1a\x1e\x64sop/controlinfo/v2/bank.proto\x1a\x1f\x64sop/controlinfo/v2/model.proto\"*\n\x16ListDisclosuresRequest\x12\x10\n\x08party_id\x18\x01 \x01(\t\"A\n\x0e\x42\x61nkDisclosure\x12\x0f\n\x07\x62\x61nk_id\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\r\n\x05items\x18\x03 \x01(\r\"\xb2\x03\n\nDisclosure\x12\x10\n\x08\x66irst_at\x18\x01 \x01(\t\x12\x0f\n\x07last_at\x18\x02 \x01(\t\x12\x10\n\x08\x63onsumer\x18\x03 \x01(\t\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\x14\n\x0crequester_id\x18\x05 \x01(\t\x12\x0f\n\x07service\x18\x06 \x01(\t\x12\x15\n\rlegal_mandate\x18\x07 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x08 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\t \x01(\t\x12\x10\n\x08query_id\x18\n \x01(\t\x12\x11\n\toperation\x18\x0b \x01(\t\x12\x11\n\tfrom_date\x18\x0c \x01(\t\x12\x0f\n\x07to_date\x18\r \x01(\t\x12\x1a\n\x12only_primary_owner\x18\x0e \x01(\x08\x12!\n\x19\x61\x64\x64itional_reference_type\x18\x0f \x01(\t\x12\x13\n\x0b\x62\x61nks_asked\x18\x10 \x03(\t\x12*\n\x05\x62\x61nks\x18\x11 \x03(\x0b\x32\x1b.dsop.hub.v1.BankDisclosure\x12\r\n\x05items\x18\x12 \x01(\r\x12\x0e\n\x06\x63losed\x18\x13 \x01(\x08\x12\x0f\n\x07refused\x18\x14 \x01(\t\"G\n\x17ListDisclosuresResponse\x12,\n\x0b\x64isclosures\x18\x01 \x03(\x0b\x32\x17.dsop.hub.v1.Disclosure\"\xa9\x04\n\x05Query\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x15\n\rlegal_mandate\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x04 \x01(\t\x12\x16\n\x0e\x63orrelation_id\x18\x05 \x01(\t\x12\x19\n\x0crequester_id\x18\x06 \x01(\tH\x00\x88\x01\x01\x12$\n\x17\x61\x64\x64itional_reference_id\x18\x07 \x01(\tH\x01\x88\x01\x01\x12T\n\x1c\x61\x64\x64itional_reference_id_type\x18\x08 \x01(\x0e\x32..dsop.controlinfo.v2.AdditionalReferenceIdType\x12\x10\n\x08party_id\x18\t \x01(\t\x12+\n\x06period\x18\n \x01(\x0b\x32\x1b.dsop.controlinfo.v2.Period\x12\x1a\n\x12only_primary_owner\x18\x0b \x01(\x08\x12)\n\toperation\x18\x0c \x01(\x0e\x32\x16.dsop.hub.v1.Operation\x12\x1e\n\x11\x61\x63\x63ount_reference\x18\r \x01(\tH\x02\x88\x01\x01\x12\r\n\x05\x62\x61nks\x18\x0e \x03(\t\x12\x1b\n\x0ereference_date\x18\x0f \x01(\tH\x03\x88\x01\x01\x42\x0f\n\r_requester_idB\x1a\n\x18_additional_reference_idB\x14\n\x12_account_referenceB\x11\n\x0f_reference_date\"1\n\x0cQueryRequest\x12!\n\x05query\x18\x01 \x01(\x0b\x32\x12.dsop.hub.v1.Query\"7\n\rQueryResponse\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.dsop.hub.v1.QueryEvent\"9\n\x12QueryStreamRequest\x12#\n\x07queries\x18\x01 \x03(\x0b\x32\x12.dsop.hub.v1.Query\">\n\x13QueryStreamResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.dsop.hub.v1.QueryEvent\"n\n\nQueryEvent\x12)\n\x06result\x18\x01 \x01(\x0b\x32\x17.dsop.hub.v1.BankResultH\x00\x12,\n\x07summary\x18\x02 \x01(\x0b\x32\x19.dsop.hub.v1.QuerySummaryH\x00\x42\x07\n\x05\x65vent\"\x8c\x01\n\x14\x41\x63\x63ountsWithBalances\x12>\n\x10response_details\x18\x01 \x01(\x0b\x32$.dsop.controlinfo.v2.ResponseDetails\x12\x34\n\x08\x61\x63\x63ounts\x18\x02 \x03(\x0b\x32\".dsop.controlinfo.v2.AccountDetail\"\xd8\x04\n\nBankResult\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61nk_id\x18\x02 \x01(\t\x12)\n\x07outcome\x18\x03 \x01(\x0e\x32\x18.dsop.hub.v1.BankOutcome\x12\x10\n\x08has_more\x18\x04 \x01(\x08\x12=\n\x08\x61\x63\x63ounts\x18\x05 \x01(\x0b\x32).dsop.controlinfo.v2.ListAccountsResponseH\x00\x12I\n\x0f\x61\x63\x63ount_details\x18\x06 \x01(\x0b\x32..dsop.controlinfo.v2.GetAccountDetailsResponseH\x00\x12\x45\n\x0ctransactions\x18\x07 \x01(\x0b\x32-.dsop.controlinfo.v2.ListTransactionsResponseH\x00\x12\x37\n\x05\x63\x61rds\x18\x08 \x01(\x0b\x32&.dsop.controlinfo.v2.ListCardsResponseH\x00\x12\x37\n\x05roles\x18\t \x01(\x0b\x32&.dsop.controlinfo.v2.ListRolesResponseH\x00\x12\x43\n\x16\x61\x63\x63ounts_with_balances\x18\n \x01(\x0b\x32!.dsop.hub.v1.AccountsWithBalancesH\x00\x12+\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x1a.dsop.controlinfo.v2.ErrorH\x00\x12*\n\x06reason\x18\x0c \x01(\x0e\x32\x1a.dsop.hub.v1.FailureReasonB\t\n\x07payload\"\x9f\x01\n\nBankStatus\x12\x0f\n\x07\x62\x61nk_id\x18\x01 \x01(\t\x12)\n\x07outcome\x18\x02 \x01(\x0e\x32\x18.dsop.hub.v1.BankOutcome\x12)\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1a.dsop.controlinfo.v2.Error\x12*\n\x06reason\x18\x04 \x01(\x0e\x32\x1a.dsop.hub.v1.FailureReason\"\xca\x01\n\x0cQuerySummary\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x13\n\x0b\x62\x61nks_asked\x18\x02 \x01(\r\x12\x16\n\x0e\x62\x61nks_answered\x18\x03 \x01(\r\x12\x14\n\x0c\x62\x61nks_failed\x18\x04 \x01(\r\x12\x12\n\nelapsed_us\x18\x05 \x01(\x04\x12&\n\x05\x62\x61nks\x18\x06 \x03(\x0b\x32\x17.dsop.hub.v1.BankStatus\x12)\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x1a.dsop.controlinfo.v2.Error*\xc9\x01\n\tOperation\x12\x19\n\x15OPERATION_UNSPECIFIED\x10\x00\x12\x16\n\x12OPERATION_ACCOUNTS\x10\x01\x12\x1d\n\x19OPERATION_ACCOUNT_DETAILS\x10\x02\x12\x1a\n\x16OPERATION_TRANSACTIONS\x10\x03\x12\x13\n\x0fOPERATION_CARDS\x10\x04\x12\x13\n\x0fOPERATION_ROLES\x10\x05\x12$\n OPERATION_ACCOUNTS_WITH_BALANCES\x10\x06*\x88\x02\n\rFailureReason\x12\x1e\n\x1a\x46\x41ILURE_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x46\x41ILURE_REASON_DEADLINE\x10\x01\x12\x1e\n\x1a\x46\x41ILURE_REASON_UNAVAILABLE\x10\x02\x12\x1f\n\x1b\x46\x41ILURE_REASON_CIRCUIT_OPEN\x10\x03\x12\x1a\n\x16\x46\x41ILURE_REASON_REFUSED\x10\x04\x12\x1c\n\x18\x46\x41ILURE_REASON_MALFORMED\x10\x05\x12!\n\x1d\x46\x41ILURE_REASON_NOT_REGISTERED\x10\x06\x12\x1c\n\x18\x46\x41ILURE_REASON_CANCELLED\x10\x07*y\n\x0b\x42\x61nkOutcome\x12\x1c\n\x18\x42\x41NK_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x42\x41NK_OUTCOME_COMPLETE\x10\x01\x12\x18\n\x14\x42\x41NK_OUTCOME_PARTIAL\x10\x02\x12\x17\n\x13\x42\x41NK_OUTCOME_FAILED\x10\x03\x32\xa4\x01\n\nHubService\x12@\n\x05Query\x12\x19.dsop.hub.v1.QueryRequest\x1a\x1a.dsop.hub.v1.QueryResponse0\x01\x12T\n\x0bQueryStream\x12\x1f.dsop.hub.v1.QueryStreamRequest\x1a .dsop.hub.v1.QueryStreamResponse(\x01\x30\x01\x32l\n\x0c\x41uditService\x12\\\n\x0fListDisclosures\x12#.dsop.hub.v1.ListDisclosuresRequest\x1a$.dsop.hub.v1.ListDisclosuresResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dsop.hub.v1.hub_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OPERATION']._serialized_start=2116
-  _globals['_OPERATION']._serialized_end=2317
-  _globals['_FAILUREREASON']._serialized_start=2320
-  _globals['_FAILUREREASON']._serialized_end=2584
-  _globals['_BANKOUTCOME']._serialized_start=2586
-  _globals['_BANKOUTCOME']._serialized_end=2707
-  _globals['_QUERY']._serialized_start=104
-  _globals['_QUERY']._serialized_end=657
-  _globals['_QUERYREQUEST']._serialized_start=659
-  _globals['_QUERYREQUEST']._serialized_end=708
-  _globals['_QUERYRESPONSE']._serialized_start=710
-  _globals['_QUERYRESPONSE']._serialized_end=765
-  _globals['_QUERYSTREAMREQUEST']._serialized_start=767
-  _globals['_QUERYSTREAMREQUEST']._serialized_end=824
-  _globals['_QUERYSTREAMRESPONSE']._serialized_start=826
-  _globals['_QUERYSTREAMRESPONSE']._serialized_end=888
-  _globals['_QUERYEVENT']._serialized_start=890
-  _globals['_QUERYEVENT']._serialized_end=1000
-  _globals['_ACCOUNTSWITHBALANCES']._serialized_start=1003
-  _globals['_ACCOUNTSWITHBALANCES']._serialized_end=1143
-  _globals['_BANKRESULT']._serialized_start=1146
-  _globals['_BANKRESULT']._serialized_end=1746
-  _globals['_BANKSTATUS']._serialized_start=1749
-  _globals['_BANKSTATUS']._serialized_end=1908
-  _globals['_QUERYSUMMARY']._serialized_start=1911
-  _globals['_QUERYSUMMARY']._serialized_end=2113
-  _globals['_HUBSERVICE']._serialized_start=2710
-  _globals['_HUBSERVICE']._serialized_end=2874
+  _globals['_OPERATION']._serialized_start=2737
+  _globals['_OPERATION']._serialized_end=2938
+  _globals['_FAILUREREASON']._serialized_start=2941
+  _globals['_FAILUREREASON']._serialized_end=3205
+  _globals['_BANKOUTCOME']._serialized_start=3207
+  _globals['_BANKOUTCOME']._serialized_end=3328
+  _globals['_LISTDISCLOSURESREQUEST']._serialized_start=103
+  _globals['_LISTDISCLOSURESREQUEST']._serialized_end=145
+  _globals['_BANKDISCLOSURE']._serialized_start=147
+  _globals['_BANKDISCLOSURE']._serialized_end=212
+  _globals['_DISCLOSURE']._serialized_start=215
+  _globals['_DISCLOSURE']._serialized_end=649
+  _globals['_LISTDISCLOSURESRESPONSE']._serialized_start=651
+  _globals['_LISTDISCLOSURESRESPONSE']._serialized_end=722
+  _globals['_QUERY']._serialized_start=725
+  _globals['_QUERY']._serialized_end=1278
+  _globals['_QUERYREQUEST']._serialized_start=1280
+  _globals['_QUERYREQUEST']._serialized_end=1329
+  _globals['_QUERYRESPONSE']._serialized_start=1331
+  _globals['_QUERYRESPONSE']._serialized_end=1386
+  _globals['_QUERYSTREAMREQUEST']._serialized_start=1388
+  _globals['_QUERYSTREAMREQUEST']._serialized_end=1445
+  _globals['_QUERYSTREAMRESPONSE']._serialized_start=1447
+  _globals['_QUERYSTREAMRESPONSE']._serialized_end=1509
+  _globals['_QUERYEVENT']._serialized_start=1511
+  _globals['_QUERYEVENT']._serialized_end=1621
+  _globals['_ACCOUNTSWITHBALANCES']._serialized_start=1624
+  _globals['_ACCOUNTSWITHBALANCES']._serialized_end=1764
+  _globals['_BANKRESULT']._serialized_start=1767
+  _globals['_BANKRESULT']._serialized_end=2367
+  _globals['_BANKSTATUS']._serialized_start=2370
+  _globals['_BANKSTATUS']._serialized_end=2529
+  _globals['_QUERYSUMMARY']._serialized_start=2532
+  _globals['_QUERYSUMMARY']._serialized_end=2734
+  _globals['_HUBSERVICE']._serialized_start=3331
+  _globals['_HUBSERVICE']._serialized_end=3495
+  _globals['_AUDITSERVICE']._serialized_start=3497
+  _globals['_AUDITSERVICE']._serialized_end=3605
 # @@protoc_insertion_point(module_scope)

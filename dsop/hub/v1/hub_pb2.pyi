@@ -118,6 +118,154 @@ BANK_OUTCOME_FAILED: BankOutcome.ValueType  # 3
 Global___BankOutcome: _TypeAlias = BankOutcome  # noqa: Y015
 
 @_typing.final
+class ListDisclosuresRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTY_ID_FIELD_NUMBER: _builtins.int
+    party_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        party_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["party_id", b"party_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDisclosuresRequest: _TypeAlias = ListDisclosuresRequest  # noqa: Y015
+
+@_typing.final
+class BankDisclosure(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BANK_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    bank_id: _builtins.str
+    outcome: _builtins.str
+    """complete, partial or failed."""
+    items: _builtins.int
+    def __init__(
+        self,
+        *,
+        bank_id: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        items: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bank_id", b"bank_id", "items", b"items", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BankDisclosure: _TypeAlias = BankDisclosure  # noqa: Y015
+
+@_typing.final
+class Disclosure(_message.Message):
+    """One query about the party, as the audit log recorded it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_AT_FIELD_NUMBER: _builtins.int
+    LAST_AT_FIELD_NUMBER: _builtins.int
+    CONSUMER_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    REQUESTER_ID_FIELD_NUMBER: _builtins.int
+    SERVICE_FIELD_NUMBER: _builtins.int
+    LEGAL_MANDATE_FIELD_NUMBER: _builtins.int
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    CORRELATION_ID_FIELD_NUMBER: _builtins.int
+    QUERY_ID_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
+    FROM_DATE_FIELD_NUMBER: _builtins.int
+    TO_DATE_FIELD_NUMBER: _builtins.int
+    ONLY_PRIMARY_OWNER_FIELD_NUMBER: _builtins.int
+    ADDITIONAL_REFERENCE_TYPE_FIELD_NUMBER: _builtins.int
+    BANKS_ASKED_FIELD_NUMBER: _builtins.int
+    BANKS_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    CLOSED_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
+    first_at: _builtins.str
+    """RFC 3339, when its first and last events were released."""
+    last_at: _builtins.str
+    consumer: _builtins.str
+    subject: _builtins.str
+    requester_id: _builtins.str
+    service: _builtins.str
+    legal_mandate: _builtins.str
+    case_id: _builtins.str
+    correlation_id: _builtins.str
+    query_id: _builtins.str
+    operation: _builtins.str
+    from_date: _builtins.str
+    to_date: _builtins.str
+    only_primary_owner: _builtins.bool
+    additional_reference_type: _builtins.str
+    items: _builtins.int
+    closed: _builtins.bool
+    """The query's summary was released."""
+    refused: _builtins.str
+    """The ACC code when the hub refused the query."""
+    @_builtins.property
+    def banks_asked(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def banks(self) -> _containers.RepeatedCompositeFieldContainer[Global___BankDisclosure]: ...
+    def __init__(
+        self,
+        *,
+        first_at: _builtins.str = ...,
+        last_at: _builtins.str = ...,
+        consumer: _builtins.str = ...,
+        subject: _builtins.str = ...,
+        requester_id: _builtins.str = ...,
+        service: _builtins.str = ...,
+        legal_mandate: _builtins.str = ...,
+        case_id: _builtins.str = ...,
+        correlation_id: _builtins.str = ...,
+        query_id: _builtins.str = ...,
+        operation: _builtins.str = ...,
+        from_date: _builtins.str = ...,
+        to_date: _builtins.str = ...,
+        only_primary_owner: _builtins.bool = ...,
+        additional_reference_type: _builtins.str = ...,
+        banks_asked: _abc.Iterable[_builtins.str] | None = ...,
+        banks: _abc.Iterable[Global___BankDisclosure] | None = ...,
+        items: _builtins.int = ...,
+        closed: _builtins.bool = ...,
+        refused: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_reference_type", b"additional_reference_type", "banks", b"banks", "banks_asked", b"banks_asked", "case_id", b"case_id", "closed", b"closed", "consumer", b"consumer", "correlation_id", b"correlation_id", "first_at", b"first_at", "from_date", b"from_date", "items", b"items", "last_at", b"last_at", "legal_mandate", b"legal_mandate", "only_primary_owner", b"only_primary_owner", "operation", b"operation", "query_id", b"query_id", "refused", b"refused", "requester_id", b"requester_id", "service", b"service", "subject", b"subject", "to_date", b"to_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Disclosure: _TypeAlias = Disclosure  # noqa: Y015
+
+@_typing.final
+class ListDisclosuresResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISCLOSURES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def disclosures(self) -> _containers.RepeatedCompositeFieldContainer[Global___Disclosure]: ...
+    def __init__(
+        self,
+        *,
+        disclosures: _abc.Iterable[Global___Disclosure] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disclosures", b"disclosures"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDisclosuresResponse: _TypeAlias = ListDisclosuresResponse  # noqa: Y015
+
+@_typing.final
 class Query(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

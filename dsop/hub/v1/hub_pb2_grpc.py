@@ -142,3 +142,81 @@ class HubService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AuditServiceStub:
+    """The audit log's disclosure lookup: who received what about a party. Open only to callers
+    holding the audit role (the scope "dsop:audit", or an organisation configured as auditor).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListDisclosures = channel.unary_unary(
+                '/dsop.hub.v1.AuditService/ListDisclosures',
+                request_serializer=dsop_dot_hub_dot_v1_dot_hub__pb2.ListDisclosuresRequest.SerializeToString,
+                response_deserializer=dsop_dot_hub_dot_v1_dot_hub__pb2.ListDisclosuresResponse.FromString,
+                _registered_method=True)
+
+
+class AuditServiceServicer:
+    """The audit log's disclosure lookup: who received what about a party. Open only to callers
+    holding the audit role (the scope "dsop:audit", or an organisation configured as auditor).
+    """
+
+    def ListDisclosures(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AuditServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListDisclosures': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDisclosures,
+                    request_deserializer=dsop_dot_hub_dot_v1_dot_hub__pb2.ListDisclosuresRequest.FromString,
+                    response_serializer=dsop_dot_hub_dot_v1_dot_hub__pb2.ListDisclosuresResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'dsop.hub.v1.AuditService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('dsop.hub.v1.AuditService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AuditService:
+    """The audit log's disclosure lookup: who received what about a party. Open only to callers
+    holding the audit role (the scope "dsop:audit", or an organisation configured as auditor).
+    """
+
+    @staticmethod
+    def ListDisclosures(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dsop.hub.v1.AuditService/ListDisclosures',
+            dsop_dot_hub_dot_v1_dot_hub__pb2.ListDisclosuresRequest.SerializeToString,
+            dsop_dot_hub_dot_v1_dot_hub__pb2.ListDisclosuresResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

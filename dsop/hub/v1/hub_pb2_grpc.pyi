@@ -73,3 +73,37 @@ class HubServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
 def add_HubServiceServicer_to_server(servicer: HubServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class AuditServiceStub:
+    """The audit log's disclosure lookup: who received what about a party. Open only to callers
+    holding the audit role (the scope "dsop:audit", or an organisation configured as auditor).
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> AuditServiceAsyncStub: ...
+    ListDisclosures: _grpc.UnaryUnaryMultiCallable[_hub_pb2.ListDisclosuresRequest, _hub_pb2.ListDisclosuresResponse]
+
+@_typing.type_check_only
+class AuditServiceAsyncStub(AuditServiceStub):
+    """The audit log's disclosure lookup: who received what about a party. Open only to callers
+    holding the audit role (the scope "dsop:audit", or an organisation configured as auditor).
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    ListDisclosures: _aio.UnaryUnaryMultiCallable[_hub_pb2.ListDisclosuresRequest, _hub_pb2.ListDisclosuresResponse]  # type: ignore[assignment]
+
+class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
+    """The audit log's disclosure lookup: who received what about a party. Open only to callers
+    holding the audit role (the scope "dsop:audit", or an organisation configured as auditor).
+    """
+
+    @_abc_1.abstractmethod
+    def ListDisclosures(
+        self,
+        request: _hub_pb2.ListDisclosuresRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hub_pb2.ListDisclosuresResponse, _abc.Awaitable[_hub_pb2.ListDisclosuresResponse]]: ...
+
+def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
