@@ -78,7 +78,8 @@ async def _ask(
     return events
 
 
-async def _queries(target: str, certs: Path, banks: int, seed: int) -> None:
+async def _queries(target: str, certs: Path, banks: int, seed: int) -> str:
+    """Runs the demo's queries; returns the party they were about."""
     from providers.synthetic.dataset import SyntheticDataset  # noqa: PLC0415
     from providers.synthetic.universe import make_banks  # noqa: PLC0415
 
@@ -124,7 +125,7 @@ async def _queries(target: str, certs: Path, banks: int, seed: int) -> None:
         None,
     )
     if account is None:
-        return
+        return party
     bank_id, reference = account
     for operation, title in (
         (
@@ -185,6 +186,7 @@ async def _queries(target: str, certs: Path, banks: int, seed: int) -> None:
             **{**police, "party_id": ""},  # type: ignore[arg-type]
         ),
     )
+    return party
 
 
 def _police_order(certs: Path, party: str, today: dt.date, *, cards: bool) -> str:
@@ -240,6 +242,14 @@ def run_demo(banks: int = 20, seed: int = 7) -> int:
             with _process(hub_args, "the hub") as hub:
                 _wait_for(port_file, hub, "the hub")
                 target = f"localhost:{port_file.read_text().strip()}"
-                asyncio.run(_queries(target, certs, banks, seed))
+                party = asyncio.run(_queries(target, certs, banks, seed))
+        db = f"sqlite:{work / 'audit.db'}"
+        print("\n== The audit log: who received what about the enforcement query's party")
+        subprocess.run(
+            [sys.executable, "-m", "clients", "audit", "disclosures", "--db", db, "--party", party],
+            check=False,
+        )
+        print("\n== The audit log verifies (hash chain and signed checkpoints)")
+        subprocess.run([sys.executable, "-m", "clients", "audit", "verify", "--db", db], check=False)
         print("\nDemo finished; banks and hub stopped.")
     return 0
