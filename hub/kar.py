@@ -46,7 +46,9 @@ class SyntheticKar:
         from providers.synthetic.dataset import SyntheticDataset  # noqa: PLC0415
         from providers.synthetic.universe import make_banks  # noqa: PLC0415
 
-        self.dataset = SyntheticDataset(seed, make_banks(bank_count, seed))
+        # A register answers from an index, at once; the synthetic one computes each party on
+        # first sight, so keep many (a benchmark asks for tens of thousands of parties).
+        self.dataset = SyntheticDataset(seed, make_banks(bank_count, seed), cache_size=1 << 18)
 
     async def lookup(self, queries: Sequence[hub_pb2.Query]) -> list[KarAnswer]:
         answers: list[KarAnswer] = []
