@@ -141,6 +141,8 @@ def _bank_simulate(args: argparse.Namespace) -> int:
 def _hub_serve(args: argparse.Namespace) -> int:
     from hub.config import HubConfig, TlsFiles  # noqa: PLC0415
     from hub.main import serve  # noqa: PLC0415
+    from hub.resilience import CallPolicy  # noqa: PLC0415
+    from hub.shed import Limits  # noqa: PLC0415
 
     certs = args.certs
     tls = bank_tls = None
@@ -189,6 +191,12 @@ def _hub_serve(args: argparse.Namespace) -> int:
         stream_window=args.window,
         bank_max_batch=args.bank_max_batch,
         bank_linger=args.bank_linger_ms / 1000,
+        query_timeout=args.query_timeout,
+        calls=CallPolicy(
+            timeout=args.bank_timeout, max_retries=args.bank_retries, hedge_factor=args.hedge_factor
+        ),
+        limits=Limits(max_in_flight=args.max_in_flight, max_per_consumer=args.max_per_consumer),
+        drain_grace=args.drain_grace,
     )
     return serve(config, port_file=args.port_file)
 
@@ -407,6 +415,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--kar", default="embedded", help="embedded | grpc://HOST:PORT")
     serve.add_argument("--window", type=int, default=20_000, help="queries in flight per stream")
     serve.add_argument("--bank-max-batch", type=int, default=1000)
+    serve.add_argument("--query-timeout", type=float, default=60.0, help="seconds per query")
+    serve.add_argument("--bank-timeout", type=float, default=30.0, help="seconds per bank call")
+    serve.add_argument("--bank-retries", type=int, default=2, help="retries on UNAVAILABLE")
+    serve.add_argument(
+        "--hedge-factor", type=float, default=0.0, help="hedge after p95 x this (0: off)"
+    )
+    serve.add_argument("--max-in-flight", type=int, default=200_000, help="queries, in all")
+    serve.add_argument("--max-per-consumer", type=int, default=100_000, help="queries")
+    serve.add_argument("--drain-grace", type=float, default=10.0, help="seconds on SIGTERM")
     serve.add_argument("--bank-linger-ms", type=float, default=0.0)
     serve.add_argument("--bank-ca", type=Path, help="CA of the banks' certificates")
     serve.add_argument("--bank-cert", type=Path, help="the hub's client certificate to banks")

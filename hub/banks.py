@@ -36,8 +36,9 @@ CHANNEL_OPTIONS: Final = (
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     # A restarted bank is back within a second or so: reconnect soon, back off to 2 s.
+    # (Not min_reconnect_backoff: it is also the connect timeout, and TLS to 100 banks at
+    # once needs more than a few hundred ms.)
     ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2_000),
 )
 

@@ -48,7 +48,7 @@ class SyntheticKar:
 
         # A register answers from an index, at once; the synthetic one computes each party on
         # first sight, so keep many (a benchmark asks for tens of thousands of parties).
-        self.dataset = SyntheticDataset(seed, make_banks(bank_count, seed), cache_size=1 << 18)
+        self.dataset = SyntheticDataset(seed, make_banks(bank_count, seed), cache_size=1 << 16)
 
     async def lookup(self, queries: Sequence[hub_pb2.Query]) -> list[KarAnswer]:
         answers: list[KarAnswer] = []

@@ -194,6 +194,7 @@ class Call:
     __slots__ = (
         "attempts",
         "bank",
+        "bank_bound",
         "committed",
         "deadline",
         "done",
@@ -211,6 +212,9 @@ class Call:
         self.fill = fill
         self.handler = handler
         self.deadline = deadline
+        #: Whether the deadline is the bank's own timeout (then missing it is the bank's
+        #: failure) rather than the query's (then it says nothing about the bank).
+        self.bank_bound = False
         self.done = False
         self.attempts = 0
         #: request id -> its send time, for attempts still awaited.
@@ -299,7 +303,7 @@ class Call:
                 0, "ACC-100", grpc.StatusCode.DEADLINE_EXCEEDED, "no answer from the bank in time"
             ),
             Reason.FAILURE_REASON_DEADLINE,
-            success=False,
+            success=False if self.bank_bound else None,
         )
 
     def cancel(self) -> None:
@@ -313,11 +317,15 @@ class Call:
         if self.hedge_timer is not None:
             self.hedge_timer.cancel()
 
-    def _finish(self, response: bank_pb2.BankResponse, reason: int, *, success: bool) -> None:
+    def _finish(
+        self, response: bank_pb2.BankResponse, reason: int, *, success: bool | None
+    ) -> None:
+        """Ends the call; ``success`` None: the outcome says nothing about the bank's health."""
         self.done = True
         if self.hedge_timer is not None:
             self.hedge_timer.cancel()
-        self.bank.breaker.record(success)
+        if success is not None:
+            self.bank.breaker.record(success)
         self.handler(response, reason)
 
 
@@ -353,7 +361,9 @@ class ResilientBank:
 
     def call(self, fill: Fill, handler: CallHandler, deadline: float) -> Call:
         """Starts a call; its handler may be called before this returns (circuit open)."""
-        call = Call(self, fill, handler, min(deadline, time.monotonic() + self.policy.timeout))
+        own = time.monotonic() + self.policy.timeout
+        call = Call(self, fill, handler, min(deadline, own))
+        call.bank_bound = own <= deadline
         if not self.breaker.allow():
             call.done = True
             handler(

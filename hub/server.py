@@ -44,6 +44,11 @@ SERVICE: Final = "dsop.hub.v1.HubService"
 SERVER_OPTIONS: Final = (
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    # Streams per agency connection (HTTP/2 MAX_CONCURRENT_STREAMS): agencies hold many.
+    ("grpc.max_concurrent_streams", 20_000),
+    # Agencies and load balancers may keep idle connections alive with pings.
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
 )
 SERVING: Final = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING: Final = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -148,23 +153,27 @@ class HubServicer:
             await context.abort_with_status(rpc_status.to_status(refusal.to_rpc_status()))
             raise AssertionError("unreachable: abort raises") from None
 
-    def _deadline(self, context: grpc.aio.ServicerContext[Any, Any]) -> float:
-        """When queries of this call must be answered: the hub's default, or the agency's
-        deadline less a margin for the answer to travel back, whichever is sooner."""
-        budget = self.query_timeout
+    @staticmethod
+    def _call_deadline(context: grpc.aio.ServicerContext[Any, Any]) -> float:
+        """The agency's deadline for the whole call (time.monotonic()), less a margin for the
+        answer to travel back; infinity when the agency set none."""
         remaining = context.time_remaining()
-        if remaining is not None:
-            budget = min(budget, remaining - max(0.05, remaining * 0.05))
-        return time.monotonic() + max(budget, 0.0)
+        if remaining is None:
+            return float("inf")
+        return time.monotonic() + max(0.0, remaining - max(0.05, remaining * 0.05))
+
+    def _deadline(self, call_deadline: float) -> float:
+        """A query's deadline: the hub's default per query from now, or the call's, whichever
+        is sooner. (A long-lived stream is not a long query: each query gets its own.)"""
+        return min(call_deadline, time.monotonic() + self.query_timeout)
 
     async def query(
         self, request: hub_pb2.QueryRequest, context: grpc.aio.ServicerContext[object, bytes]
     ) -> AsyncIterator[bytes]:
         identity = await self._identity(context)
         sink = SingleSink()
-        ctx = QueryContext(
-            request.query, sink, time.monotonic_ns(), identity, self._deadline(context)
-        )
+        deadline = self._deadline(self._call_deadline(context))
+        ctx = QueryContext(request.query, sink, time.monotonic_ns(), identity, deadline)
         finished = False
         try:
             await self.pipeline.admit([ctx])
@@ -190,8 +199,9 @@ class HubServicer:
         identity = await self._identity(context)
         sink = StreamSink(self.window)
         admit = self.pipeline.admit
-        stream_deadline = self._deadline(context)
+        stream_deadline = self._call_deadline(context)
         query_timeout = self.query_timeout
+        admitting: set[asyncio.Task[None]] = set()
 
         failure: list[str] = []
 
@@ -199,15 +209,21 @@ class HubServicer:
             try:
                 async for message in requests:
                     now = time.monotonic_ns()
-                    deadline = min(stream_deadline, now / 1e9 + query_timeout)
+                    deadline = min(stream_deadline, time.monotonic() + query_timeout)
                     batch = []
                     for query in message.queries:
                         ctx = QueryContext(query, sink, now, identity, deadline)
                         if not sink.admit(ctx):
                             ctx.refusal = _DUPLICATE
                         batch.append(ctx)
-                    await admit(batch)
+                    # Admission may wait (a remote KAR); meanwhile the next message is read.
+                    # The window still bounds what is in flight.
+                    task = asyncio.get_running_loop().create_task(admit(batch))
+                    admitting.add(task)
+                    task.add_done_callback(admitting.discard)
                     await sink.wait_for_room()
+                if admitting:
+                    await asyncio.wait(set(admitting))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
