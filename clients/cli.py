@@ -18,6 +18,7 @@ from google.protobuf import json_format
 
 from clients.audit_cli import add_audit_commands
 from clients.client import ClientTls, HubClient, Token, make_query
+from clients.conformance_cli import add_conformance_command
 from clients.render import event_json, render_event
 from clients.services import CONSUMERS, MANDATES
 from dsop.hub.v1 import hub_pb2
@@ -128,6 +129,8 @@ def _bank_simulate(args: argparse.Namespace) -> int:
         processes=args.processes,
         registry_out=args.registry_out,
         kar_port=args.kar_port,
+        rest_banks=args.rest_banks,
+        kar_rest_port=args.kar_rest_port,
         cert=args.tls_cert or (args.certs / "bank.pem" if args.certs else None),
         key=args.tls_key or (args.certs / "bank.key" if args.certs else None),
         client_ca=args.tls_ca or (args.certs / "ca.pem" if args.certs else None),
@@ -461,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--processes", type=int, default=1, help="spread banks over N processes")
     sim.add_argument("--registry-out", type=Path, required=True, help="write the registry here")
     sim.add_argument("--kar-port", type=int, help="also serve dsop.kar.v1 on this port")
+    sim.add_argument("--rest-banks", type=int, default=0, help="the last N banks speak REST")
+    sim.add_argument("--kar-rest-port", type=int, help="also serve the KAR REST API v1 here")
     _add_server_tls(sim, "bank")
     sim.set_defaults(run=_bank_simulate)
 
@@ -472,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.set_defaults(run=_certs_init)
 
     add_audit_commands(commands)
+    add_conformance_command(commands)
 
     demo = commands.add_parser("demo", help="start banks and a hub, run a few queries, stop")
     demo.add_argument("--banks", type=int, default=20)

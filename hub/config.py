@@ -75,8 +75,8 @@ class HubConfig:
     listen: str = "127.0.0.1:50050"
     #: The bank registry file (see hub.registry).
     registry: Path | None = None
-    #: "embedded" (the synthetic register matching the registry's simulated banks) or
-    #: "grpc://HOST:PORT" for a remote dsop.kar.v1.KarService.
+    #: "embedded" (the synthetic register matching the registry's simulated banks),
+    #: "grpc://HOST:PORT" for a remote dsop.kar.v1.KarService, or the KAR REST API v1's URL.
     kar: str = "embedded"
     #: The hub's server certificate; with ``tls.ca`` agencies must present certificates.
     tls: TlsFiles | None = None
@@ -131,8 +131,11 @@ class HubConfig:
             )
         if self.token_jwks is not None and not self.token_issuer:
             raise ConfigError("token_issuer: required with token_jwks (the issuer to trust)")
-        if not (self.kar == "embedded" or self.kar.startswith("grpc://")):
-            raise ConfigError("kar: must be 'embedded' or 'grpc://HOST:PORT'")
+        if not (self.kar == "embedded" or self.kar.startswith(("grpc://", "https://", "http://"))):
+            raise ConfigError(
+                "kar: must be 'embedded', 'grpc://HOST:PORT' or the REST API's URL "
+                "(https://HOST:PORT/kar-ws/api/v1)"
+            )
         if not (
             self.audit == "none"
             or self.audit.startswith(("sqlite:", "postgresql://", "postgres://"))

@@ -21,7 +21,7 @@ import orjson
 
 from hub.identifiers import is_valid_organisation_number
 
-PROTOCOLS = frozenset({"grpc"})
+PROTOCOLS = frozenset({"grpc", "rest"})
 
 
 class RegistryError(ValueError):

@@ -25,7 +25,7 @@ from grpc_status import rpc_status
 from dsop.hub.v1 import hub_pb2, hub_pb2_grpc
 from hub.audit import AuditError, ChainLog, LogOptions, load_or_create_key, open_log
 from hub.auth import Authenticator, AuthError, TokenSettings
-from hub.banks import GrpcBankClient
+from hub.banks import BankClient, GrpcBankClient
 from hub.config import ConfigError, HubConfig, TlsFiles, read_json
 from hub.context import Identity, QueryContext, Refusal
 from hub.identifiers import party_kind
@@ -36,6 +36,7 @@ from hub.profiles import ProfileError, load_profiles
 from hub.registry import Registry
 from hub.resilience import Deadlines, ResilientBank
 from hub.respond import SingleSink, StreamSink
+from hub.rest import make_client, make_kar
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,15 @@ class HubServicer:
         stream_deadline = self._call_deadline(context)
         query_timeout = self.query_timeout
         admitting: set[asyncio.Task[None]] = set()
+        # A few messages may be admitted at once (their KAR lookups overlap); more would only
+        # queue at the register.
+        admission = asyncio.Semaphore(4)
+
+        async def admit_one(batch: list[QueryContext]) -> None:
+            try:
+                await admit(batch)
+            finally:
+                admission.release()
 
         failure: list[str] = []
 
@@ -218,7 +228,8 @@ class HubServicer:
                         batch.append(ctx)
                     # Admission may wait (a remote KAR); meanwhile the next message is read.
                     # The window still bounds what is in flight.
-                    task = asyncio.get_running_loop().create_task(admit(batch))
+                    await admission.acquire()
+                    task = asyncio.get_running_loop().create_task(admit_one(batch))
                     admitting.add(task)
                     task.add_done_callback(admitting.discard)
                     await sink.wait_for_room()
@@ -292,6 +303,8 @@ def _kar(config: HubConfig, registry: Registry) -> Kar:
                 "(with a 'synthetic' entry); otherwise use grpc://HOST:PORT"
             )
         return SyntheticKar(registry.synthetic.seed, registry.synthetic.banks)
+    if config.kar.startswith(("https://", "http://")):
+        return make_kar(config.kar, None if config.insecure else config.bank_tls)
     credentials = None
     if not config.insecure:
         credentials = (config.bank_tls or _NO_TLS).channel_credentials("bank_tls")
@@ -373,14 +386,18 @@ class Hub:
             policy = config.calls
             if bank.hedge_factor is not None:
                 policy = dataclasses.replace(policy, hedge_factor=bank.hedge_factor)
-            client = GrpcBankClient(
-                bank.bank_id,
-                bank.target,
-                credentials=bank_credentials,
-                max_batch=config.bank_max_batch,
-                linger=config.bank_linger,
-                max_message_bytes=config.bank_max_message_bytes,
-            )
+            client: BankClient
+            if bank.protocol == "rest":
+                client = make_client(bank, None if config.insecure else config.bank_tls)
+            else:
+                client = GrpcBankClient(
+                    bank.bank_id,
+                    bank.target,
+                    credentials=bank_credentials,
+                    max_batch=config.bank_max_batch,
+                    linger=config.bank_linger,
+                    max_message_bytes=config.bank_max_message_bytes,
+                )
             banks[bank.bank_id] = ResilientBank(client, policy, deadlines, breaker_changed)
         kar = _kar(config, registry)
         server = grpc.aio.server(options=SERVER_OPTIONS)
