@@ -45,6 +45,7 @@ class DirectResult:
     refused: int = 0  # KAR refused the lookup
     bank_results: int = 0  # (query, bank) parts finished, failed or not
     bank_failures: int = 0  # (query, bank) parts where a call failed
+    queries_with_failures: int = 0
     accounts: int = 0  # account details received
     seconds: float = 0.0
     timed_out: bool = False
@@ -94,7 +95,9 @@ async def _bank_part(
     query: hub_pb2.Query,
     context: bank_pb2.RequestContext,
     result: DirectResult,
-) -> None:
+) -> bool:
+    """One bank's part of a query; False when a call failed."""
+    result.bank_results += 1
     try:
         listed = await stub.ListAccounts(
             bank_pb2.ListAccountsRequest(
@@ -122,7 +125,8 @@ async def _bank_part(
         result.accounts += len(details)
     except grpc.aio.AioRpcError:
         result.bank_failures += 1
-    result.bank_results += 1
+        return False
+    return True
 
 
 async def _one_query(client: DirectClient, query: hub_pb2.Query, result: DirectResult) -> None:
@@ -147,14 +151,17 @@ async def _one_query(client: DirectClient, query: hub_pb2.Query, result: DirectR
         result.refused += 1
     else:
         parts = []
+        unknown = False
         for relation in relations.banks:
             stub = client.banks.get(relation.organization_id)
             if stub is None:  # KAR names a bank with no endpoint: a failure, as in the hub
                 result.bank_failures += 1
                 result.bank_results += 1
+                unknown = True
                 continue
             parts.append(_bank_part(stub, query, context, result))
-        await asyncio.gather(*parts)
+        if not all(await asyncio.gather(*parts)) or unknown:
+            result.queries_with_failures += 1
     record_us(result.histogram, time.perf_counter_ns() - started)
     result.answered += 1
 

@@ -16,11 +16,13 @@ import dataclasses
 import random
 import resource
 import shlex
+import shutil
 import sys
 import tempfile
 import time
 import uuid
 from array import array
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +34,8 @@ from hdrh.histogram import HdrHistogram
 
 from benchmarks import direct, processes, report
 from benchmarks.processes import Child, ChildFailed, Children, Tls
-from clients.devtokens import DevTokens
 from clients.client import ClientTls, HubClient
+from clients.devtokens import DevTokens
 from clients.services import CONSUMERS, MANDATES
 from dsop.hub.v1 import hub_pb2
 from hub.registry import Registry
@@ -50,6 +52,9 @@ FAILED: Final = hub_pb2.BANK_OUTCOME_FAILED
 #: Startup can be slow with many banks (each is its own gRPC server) on a busy machine.
 READY_TIMEOUT_S: Final = 180.0
 PROGRESS_EVERY: Final = 50_000
+WARMUP_ROUNDS: Final = 4
+#: Longer than the hub's circuit breakers stay open (hub.resilience.CallPolicy, 5 s).
+BREAKER_WAIT_S: Final = 6.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,6 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--duration-limit", type=float, default=600.0, help="seconds each timed phase may take"
     )
     parser.add_argument("--json", type=Path, help="write the report here (and a .md beside it)")
+    parser.add_argument("--logs", type=Path, help="copy the hub's and the banks' logs here")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +106,7 @@ class Options:
     insecure: bool
     duration_limit: float
     json: Path | None
+    logs: Path | None
     #: The command line, for the report.
     argv: tuple[str, ...] = ()
 
@@ -184,6 +191,9 @@ class HubRun:
     refused: int = 0
     bank_failures: int = 0  # sum of summary.banks_failed
     queries_with_failures: int = 0
+    #: Failed bank calls by "REASON CODE", and one message for each (the first seen).
+    failure_reasons: Counter[str] = field(default_factory=Counter)
+    failure_samples: dict[str, str] = field(default_factory=dict)
     bank_results: int = 0
     duplicate_summaries: int = 0
     #: Set when the stream broke: the gRPC status and details.
@@ -224,7 +234,7 @@ async def drive_hub(
             sent[i] = clock()
             yield query
 
-    last = 0
+    last = slice_start = clock()
     if meter is not None:
         meter.start()
     try:
@@ -256,8 +266,16 @@ async def drive_hub(
                 elif summary.banks_failed:
                     run.bank_failures += summary.banks_failed
                     run.queries_with_failures += 1
+                    _count_failures(run, summary)
                 if progress and run.answered % PROGRESS_EVERY == 0:
-                    print(f"  hub: {run.answered:,}/{count:,} answered", file=sys.stderr)
+                    # The rate per slice shows whether throughput holds up over a long run.
+                    rate = PROGRESS_EVERY * 1e9 / max(last - slice_start, 1)
+                    slice_start = last
+                    print(
+                        f"  hub: {run.answered:,}/{count:,} answered, "
+                        f"{(last - sent[0]) / 1e9:,.0f} s, {rate:,.0f}/s in this slice",
+                        file=sys.stderr,
+                    )
     except TimeoutError:
         run.timed_out = True
         last = clock()
@@ -270,6 +288,42 @@ async def drive_hub(
     if count:
         run.seconds = max(last - sent[0], 1) / 1e9
     return run
+
+
+def _count_failures(run: HubRun, summary: hub_pb2.QuerySummary) -> None:
+    for status in summary.banks:
+        if status.outcome != FAILED:
+            continue
+        key = f"{hub_pb2.FailureReason.Name(status.reason)} {status.error.code}"
+        run.failure_reasons[key] += 1
+        run.failure_samples.setdefault(key, status.error.message)
+
+
+async def warm_up(
+    client: HubClient, queries: Sequence[hub_pb2.Query], options: Options, hub: Child
+) -> list[HubRun]:
+    """Untimed rounds until one passes with no bank failing: connections to every bank are
+    open and no circuit breaker is left open by their set-up, so the timed run measures the
+    steady state. Between failed rounds, waits out the breakers' open time."""
+    rounds: list[HubRun] = []
+    for _ in range(WARMUP_ROUNDS if queries else 0):
+        warm = await drive_hub(
+            client,
+            queries,
+            batch_size=options.batch_size,
+            window=options.window,
+            time_limit=options.duration_limit,
+        )
+        rounds.append(warm)
+        if warm.answered != len(queries):
+            raise hub.failed(
+                f"the warm-up got {warm.answered} of {len(queries)} summaries"
+                + (f" ({warm.stream_error})" if warm.stream_error else "")
+            )
+        if not warm.bank_failures:
+            break
+        await asyncio.sleep(BREAKER_WAIT_S)
+    return rounds
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -331,8 +385,10 @@ def _direct_endpoints(registry: Registry, kar_port: int, certs: Path | None) -> 
 async def _run(
     options: Options, workload: Workload, tmp: Path, children: Children
 ) -> report.Report:
-    certs = processes.make_certs(tmp / "certs") if not options.insecure else None
-    tls = Tls(certs)
+    # Made in plaintext runs too: the token issuer's keys come with the certificates.
+    keys = processes.make_certs(tmp / "certs")
+    certs = None if options.insecure else keys
+    tls = Tls(certs, keys)
     base_port = processes.free_port_block(options.banks + 1)
     kar_port = base_port + options.banks
     registry_path = tmp / "registry.json"
@@ -370,23 +426,11 @@ async def _run(
     )
     hub_meter = Meter(hub, banks)
     # The enforcement authority calls through the tax administration's component.
-    token = DevTokens(certs, "974761076") if certs is not None else None
+    token = DevTokens(keys, AGENCY)
     async with HubClient(
         target, tls=_client_tls(certs), token=token, insecure=certs is None
     ) as client:
-        if workload.warmup:
-            warm = await drive_hub(
-                client,
-                workload.warmup,
-                batch_size=options.batch_size,
-                window=options.window,
-                time_limit=options.duration_limit,
-            )
-            if warm.answered != len(workload.warmup):
-                raise hub.failed(
-                    f"the warm-up got {warm.answered} of {len(workload.warmup)} summaries"
-                    + (f" ({warm.stream_error})" if warm.stream_error else "")
-                )
+        warm = await warm_up(client, workload.warmup, options, hub)
         hub_run = await drive_hub(
             client,
             workload.queries,
@@ -426,12 +470,15 @@ async def _run(
             "answered": direct_run.answered,
             "refused": direct_run.refused,
             "bank_failures": direct_run.bank_failures,
+            "queries_with_bank_failures": direct_run.queries_with_failures,
             "bank_results": direct_run.bank_results,
             "accounts": direct_run.accounts,
             "seconds": round(direct_run.seconds, 3),
-            "throughput_qps": round(direct_run.answered / direct_run.seconds, 1)
-            if direct_run.seconds
-            else 0.0,
+            "throughput_qps": _rate(direct_run.answered, direct_run.seconds),
+            "good_throughput_qps": _rate(
+                direct_run.answered - direct_run.refused - direct_run.queries_with_failures,
+                direct_run.seconds,
+            ),
             "latency_ms": report.latency_ms(direct_run.histogram),
             "concurrency": options.baseline_concurrency,
             "banks_cpu_s": round(direct_meter.banks_s, 2),
@@ -448,7 +495,19 @@ async def _run(
         baseline=baseline,
         direct_run=direct_run,
         certs=certs,
+        warm=warm,
     )
+
+
+def _rate(count: int, seconds: float) -> float:
+    return round(count / seconds, 1) if seconds else 0.0
+
+
+def _failures(run: HubRun) -> list[dict[str, object]]:
+    return [
+        {"reason": key, "count": count, "example": run.failure_samples[key]}
+        for key, count in run.failure_reasons.most_common()
+    ]
 
 
 def _report(
@@ -462,6 +521,7 @@ def _report(
     baseline: report.Report | None,
     direct_run: direct.DirectResult | None,
     certs: Path | None,
+    warm: Sequence[HubRun],
 ) -> report.Report:
     throughput = run.answered / run.seconds if run.seconds else 0.0
     notes: list[str] = []
@@ -470,6 +530,12 @@ def _report(
         notes.append(f"{missing:,} queries got no summary")
     if run.timed_out:
         notes.append(f"the hub run hit the {options.duration_limit:g} s duration limit")
+    if run.bank_failures:
+        top = ", ".join(f"{key} ×{count:,}" for key, count in run.failure_reasons.most_common(3))
+        notes.append(
+            f"{run.bank_failures:,} bank calls failed in {run.queries_with_failures:,} queries "
+            f"({top}): throughput counts those queries as answered"
+        )
     if run.stream_error:
         notes.append(f"the hub stream broke: {run.stream_error}")
     if run.duplicate_summaries or run.unknown_ids:
@@ -495,6 +561,8 @@ def _report(
     if direct_run is not None and direct_run.timed_out:
         notes.append(f"the direct run hit the {options.duration_limit:g} s duration limit")
     direct_qps = baseline["throughput_qps"] if baseline else 0.0
+    good_qps = _rate(run.answered - run.refused - run.queries_with_failures, run.seconds)
+    direct_good_qps = baseline["good_throughput_qps"] if baseline else 0.0
     return {
         "scenario": NAME,
         "command": "python -m benchmarks " + shlex.join(options.argv),
@@ -506,6 +574,9 @@ def _report(
         "batch_size": options.batch_size,
         "window": options.window,
         "warmup_queries": len(workload.warmup),
+        "warmup_rounds": [
+            {"bank_failures": round_.bank_failures, "reasons": _failures(round_)} for round_ in warm
+        ],
         "kar": options.kar,
         "service": SERVICE,
         "operation": hub_pb2.Operation.Name(OPERATION),
@@ -514,12 +585,16 @@ def _report(
         "refused": run.refused,
         "bank_failures": run.bank_failures,
         "queries_with_bank_failures": run.queries_with_failures,
+        "bank_failure_reasons": _failures(run),
         "bank_results": run.bank_results,
         "bank_results_per_query": round(run.bank_results / run.answered, 3)
         if run.answered
         else 0.0,
         "seconds": round(run.seconds, 3),
         "throughput_qps": round(throughput, 1),
+        # Queries every bank answered: what an agency can use. Equal to throughput_qps in a
+        # healthy run; far below it when banks fail fast (a failed query is still "answered").
+        "good_throughput_qps": good_qps,
         "latency_ms": report.latency_ms(run.histogram),
         "hub_cpu_s": round(meter.hub_s, 2),
         "hub_cpu_us_per_query": round(meter.hub_s * 1e6 / run.answered, 1) if run.answered else 0.0,
@@ -530,27 +605,42 @@ def _report(
         "tls": certs is not None,
         "timed_out": run.timed_out,
         "machine": report.machine(),
+        "code": report.code_version(processes.ROOT),
         "baseline": baseline,
         "speedup": round(throughput / direct_qps, 2) if direct_qps else 0.0,
+        "speedup_good": round(good_qps / direct_good_qps, 2) if direct_good_qps else 0.0,
         "consistency": consistency,
         "notes": notes,
     }
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs the scenario; 0 when every query got its summary, 1 otherwise."""
+    """Runs the scenario; 0 when every query got its summary from every bank, 1 otherwise."""
     options = Options.from_args(args)
     print("preparing queries", file=sys.stderr)
     workload = prepare(options)
-    with tempfile.TemporaryDirectory(prefix="dsop-bench-") as tmp, Children() as children:
+    with tempfile.TemporaryDirectory(prefix="dsop-bench-") as tmp:
         print(f"working in {tmp}", file=sys.stderr)
         try:
-            result = uvloop.run(_run(options, workload, Path(tmp), children))
+            with Children() as children:
+                result = uvloop.run(_run(options, workload, Path(tmp), children))
         except ChildFailed as exc:
             print(f"benchmark failed: {exc}", file=sys.stderr)
             return 1
+        finally:
+            # After the children stopped, so the logs are complete.
+            if options.logs is not None:
+                options.logs.mkdir(parents=True, exist_ok=True)
+                for log in Path(tmp).glob("*.log"):
+                    shutil.copy(log, options.logs / log.name)
     print(report.table(result))
     if options.json is not None:
         summary = report.write(options.json, result)
         print(f"wrote {options.json} and {summary}", file=sys.stderr)
-    return 0 if result["answered"] == result["queries"] else 1
+    # The simulated banks never fail nor refuse: any failure or refusal is the hub's doing.
+    healthy = result["answered"] == result["queries"] and not (
+        result["refused"] or result["bank_failures"]
+    )
+    if not healthy:
+        print("benchmark run unhealthy: see the notes", file=sys.stderr)
+    return 0 if healthy else 1

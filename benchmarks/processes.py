@@ -25,7 +25,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final
 
-#: The repository root: children run ``python -m clients`` from here.
+from hub.certs import DEV_ISSUER
+
+#: The repository root, where ``clients`` and the other packages are.
 ROOT: Final = Path(__file__).resolve().parent.parent
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 _PR_SET_PDEATHSIG: Final = 1
@@ -148,8 +150,21 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _environment() -> dict[str, str]:
+    # Children run in the benchmark's own directory (see Child), so the repository must be
+    # importable from anywhere, installed or not.
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
 class Child:
-    """One child process: ``python -m clients ...`` with its output in a log file."""
+    """One child process: ``python -m clients ...`` with its output in a log file.
+
+    It runs in the log's directory, the benchmark's temporary one: whatever it writes to
+    relative paths (the hub's audit database and signing key) goes away with the run instead
+    of piling up in the repository.
+    """
 
     def __init__(self, name: str, argv: Sequence[str], log: Path) -> None:
         self.name = name
@@ -166,7 +181,8 @@ class Child:
         with self.log.open("wb") as out:
             self._process = subprocess.Popen(
                 self.argv,
-                cwd=ROOT,
+                cwd=self.log.parent,
+                env=_environment(),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -265,19 +281,32 @@ class Children:
 
 @dataclass(frozen=True, slots=True)
 class Tls:
-    """Where the certificates are (``dsop certs init``), or None for plaintext."""
+    """Where the certificates are (``dsop certs init``), or None for plaintext; and the same
+    directory whatever the mode, for the development token issuer's keys it also holds (the
+    hub wants a token from every agency, and over plaintext that is the only identity)."""
 
     certs: Path | None
+    keys: Path
 
     def args(self) -> list[str]:
         return ["--insecure"] if self.certs is None else ["--certs", str(self.certs)]
+
+    def hub_args(self) -> list[str]:
+        if self.certs is not None:
+            return self.args()  # the hub finds the issuer's keys in the certificates' directory
+        return [
+            "--insecure",
+            "--token-jwks", str(self.keys / "issuer-jwks.json"),
+            "--token-issuer", DEV_ISSUER,
+        ]  # fmt: skip
 
 
 def make_certs(directory: Path) -> Path:
     """Creates development certificates with the CLI (``dsop certs init DIR``)."""
     subprocess.run(
         [sys.executable, "-m", "clients", "certs", "init", str(directory)],
-        cwd=ROOT,
+        cwd=directory.parent,
+        env=_environment(),
         check=True,
         stdout=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
@@ -322,7 +351,7 @@ def hub(*, registry: Path, port_file: Path, window: int, kar: str, tls: Tls, log
             "--port-file", str(port_file),
             "--window", str(window),
             "--kar", kar,
-            *tls.args(),
+            *tls.hub_args(),
         ],
         log,
     )  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -52,6 +53,23 @@ def machine() -> dict[str, Any]:
     }
 
 
+def code_version(root: Path) -> dict[str, Any]:
+    """The commit measured, and whether the work tree differed from it (results of a dirty
+    tree are not reproducible from the commit alone)."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip()
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(status)}
+
+
 def write(path: Path, report: Report) -> Path:
     """Writes the JSON report and, beside it, the Markdown summary; returns the latter."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,6 +104,13 @@ def _rows(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             _number(base.get("throughput_qps", "-")),
         ),
     ]
+    rows.append(
+        (
+            "fully answered (queries/s)",
+            _number(report["good_throughput_qps"]),
+            _number(base.get("good_throughput_qps", "-")),
+        )
+    )
     rows += [
         (f"latency {key} (ms)", _number(hub_lat[key], 2), _number(base_lat.get(key, "-"), 2))
         for key in ("p50", "p95", "p99", "max")
@@ -141,7 +166,8 @@ def markdown(report: Mapping[str, Any]) -> str:
     if report.get("baseline"):
         lines += [
             "",
-            f"Speedup (hub throughput / direct throughput): **{report['speedup']:.1f}×**.",
+            f"Speedup (hub throughput / direct throughput): **{report['speedup']:.1f}×** "
+            f"(counting only fully answered queries: {report['speedup_good']:.1f}×).",
         ]
     notes: Sequence[str] = report.get("notes", ())
     if notes:
@@ -157,6 +183,8 @@ def table(report: Mapping[str, Any]) -> str:
     for name, hub, base in rows:
         out.append(f"{name:<{width[0]}}  {hub:>{width[1]}}  {base:>{width[2]}}")
     if report.get("baseline"):
-        out.append(f"speedup: {report['speedup']:.1f}x")
+        out.append(
+            f"speedup: {report['speedup']:.1f}x (fully answered: {report['speedup_good']:.1f}x)"
+        )
     out += [f"note: {note}" for note in report.get("notes", ())]
     return "\n".join(out)

@@ -226,9 +226,14 @@ def run_demo(banks: int = 20, seed: int = 7) -> int:
         from hub import certs as certs_module  # noqa: PLC0415
 
         certs_module.init(certs)
-        print(f"Starting {banks} synthetic banks and a hub (mutual TLS, certificates in {certs})")
+        print(
+            f"Starting {banks} synthetic banks ({banks // 4} speaking REST) and a hub "
+            f"(mutual TLS, certificates in {certs})"
+        )
         bank_args = ["bank", "simulate", "--banks", str(banks), "--seed", str(seed)]
         bank_args += ["--registry-out", str(registry), "--certs", str(certs)]
+        # A mixed fleet: the last quarter of the banks speak the standard's REST API.
+        bank_args += ["--rest-banks", str(banks // 4)]
         with _process(bank_args, "the bank simulator") as simulator:
             _wait_for(registry, simulator, "the bank simulator")
             hub_args = ["hub", "serve", "--listen", "127.0.0.1:0", "--registry", str(registry)]
@@ -250,6 +255,8 @@ def run_demo(banks: int = 20, seed: int = 7) -> int:
             check=False,
         )
         print("\n== The audit log verifies (hash chain and signed checkpoints)")
-        subprocess.run([sys.executable, "-m", "clients", "audit", "verify", "--db", db], check=False)
+        subprocess.run(
+            [sys.executable, "-m", "clients", "audit", "verify", "--db", db], check=False
+        )
         print("\nDemo finished; banks and hub stopped.")
     return 0

@@ -70,7 +70,7 @@ class GrpcKar:
     """A remote register speaking ``dsop.kar.v1.KarService``."""
 
     def __init__(
-        self, target: str, credentials: grpc.ChannelCredentials | None = None, timeout: float = 10.0
+        self, target: str, credentials: grpc.ChannelCredentials | None = None, timeout: float = 30.0
     ) -> None:
         self._channel = (
             grpc.aio.secure_channel(target, credentials)

@@ -316,6 +316,14 @@ class Call:
         self.live.clear()
         if self.hedge_timer is not None:
             self.hedge_timer.cancel()
+        self._release()
+
+    def _release(self) -> None:
+        # The deadline heap keeps a finished call until its deadline passes (up to 30 s);
+        # let go of everything it points at (query, answers) so that is all it keeps.
+        self.handler = _ignore
+        self.fill = _ignore
+        self.live.clear()
 
     def _finish(
         self, response: bank_pb2.BankResponse, reason: int, *, success: bool | None
@@ -326,7 +334,13 @@ class Call:
             self.hedge_timer.cancel()
         if success is not None:
             self.bank.breaker.record(success)
-        self.handler(response, reason)
+        handler = self.handler
+        self._release()
+        handler(response, reason)
+
+
+def _ignore(*_: object) -> None:
+    return None
 
 
 class ResilientBank:

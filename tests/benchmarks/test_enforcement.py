@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -30,7 +31,9 @@ def _run(tmp_path: Path, *extra: str) -> tuple[dict[str, object], str]:
             "--queries", "300", "--banks", "5", "--baseline-queries", "100",
             "--warmup", "20", "--duration-limit", "60", "--json", str(out), *extra,
         ],
-        cwd=ROOT,
+        # From an empty directory, to see that the run leaves nothing behind but its report.
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=120,
@@ -39,6 +42,7 @@ def _run(tmp_path: Path, *extra: str) -> tuple[dict[str, object], str]:
     assert done.returncode == 0, done.stderr
     assert "speedup" in done.stdout
     assert out.with_suffix(".md").read_text().startswith("# Benchmark: enforcement")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["enforcement.json", "enforcement.md"]
     report: dict[str, object] = orjson.loads(out.read_bytes())
     workdir = re.search(r"working in (\S+)", done.stderr)
     assert workdir is not None, done.stderr
