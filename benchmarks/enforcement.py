@@ -79,8 +79,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kar",
         choices=("embedded", "remote"),
-        default="embedded",
-        help="the hub's KAR: its embedded synthetic register, or the simulator's over gRPC",
+        default="remote",
+        help="the hub's KAR: the simulator's over gRPC (as in production, a separate "
+        "register), or the hub's embedded synthetic register",
+    )
+    parser.add_argument(
+        "--no-audit",
+        action="store_true",
+        help="run the hub without its audit log (to measure what auditing costs)",
     )
     parser.add_argument("--insecure", action="store_true", help="plaintext instead of mutual TLS")
     parser.add_argument(
@@ -103,6 +109,7 @@ class Options:
     window: int
     warmup: int
     kar: str
+    no_audit: bool
     insecure: bool
     duration_limit: float
     json: Path | None
@@ -414,6 +421,7 @@ async def _run(
             kar="embedded" if options.kar == "embedded" else f"grpc://127.0.0.1:{kar_port}",
             tls=tls,
             log=tmp / "hub.log",
+            audit=not options.no_audit,
         )
     )
     await processes.wait_for_file(port_file, hub, READY_TIMEOUT_S)
@@ -578,6 +586,7 @@ def _report(
             {"bank_failures": round_.bank_failures, "reasons": _failures(round_)} for round_ in warm
         ],
         "kar": options.kar,
+        "audit": not options.no_audit,
         "service": SERVICE,
         "operation": hub_pb2.Operation.Name(OPERATION),
         "answered": run.answered,

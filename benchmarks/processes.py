@@ -341,7 +341,16 @@ def bank_simulator(
     )  # fmt: skip
 
 
-def hub(*, registry: Path, port_file: Path, window: int, kar: str, tls: Tls, log: Path) -> Child:
+def hub(
+    *,
+    registry: Path,
+    port_file: Path,
+    window: int,
+    kar: str,
+    tls: Tls,
+    log: Path,
+    audit: bool = True,
+) -> Child:
     return Child(
         "hub",
         [
@@ -351,6 +360,7 @@ def hub(*, registry: Path, port_file: Path, window: int, kar: str, tls: Tls, log
             "--port-file", str(port_file),
             "--window", str(window),
             "--kar", kar,
+            *([] if audit else ["--audit", "none"]),
             *tls.hub_args(),
         ],
         log,
