@@ -84,6 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "register), or the hub's embedded synthetic register",
     )
     parser.add_argument(
+        "--hub-arg",
+        action="append",
+        default=[],
+        dest="hub_args",
+        help="an extra option for `dsop hub serve` (repeat), e.g. --hub-arg=--bank-linger-ms=1",
+    )
+    parser.add_argument(
         "--no-audit",
         action="store_true",
         help="run the hub without its audit log (to measure what auditing costs)",
@@ -110,6 +117,7 @@ class Options:
     warmup: int
     kar: str
     no_audit: bool
+    hub_args: list[str]
     insecure: bool
     duration_limit: float
     json: Path | None
@@ -422,6 +430,7 @@ async def _run(
             tls=tls,
             log=tmp / "hub.log",
             audit=not options.no_audit,
+            extra=options.hub_args,
         )
     )
     await processes.wait_for_file(port_file, hub, READY_TIMEOUT_S)
@@ -587,6 +596,7 @@ def _report(
         ],
         "kar": options.kar,
         "audit": not options.no_audit,
+        "hub_args": options.hub_args,
         "service": SERVICE,
         "operation": hub_pb2.Operation.Name(OPERATION),
         "answered": run.answered,

@@ -350,6 +350,7 @@ def hub(
     tls: Tls,
     log: Path,
     audit: bool = True,
+    extra: Sequence[str] = (),
 ) -> Child:
     return Child(
         "hub",
@@ -361,6 +362,7 @@ def hub(
             "--window", str(window),
             "--kar", kar,
             *([] if audit else ["--audit", "none"]),
+            *extra,
             *tls.hub_args(),
         ],
         log,
