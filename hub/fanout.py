@@ -187,6 +187,23 @@ class _Call:
         body.only_primary_owner = query.only_primary_owner
         body.period.CopyFrom(query.period)
 
+    def accounts(
+        self, response: bank_pb2.BankResponse, reason: int
+    ) -> bank_pb2.ListAccountsResponse | None:
+        """The accounts list of an answer; None when the bank's part failed here (an error,
+        the wrong kind of answer, or accounts of another bank or party)."""
+        if response.HasField("error"):
+            self.fail(response, reason)
+            return None
+        if not response.HasField("accounts"):
+            self.malformed("expected accounts")
+            return None
+        problem = self.check_accounts(response.accounts)
+        if problem is not None:
+            self.malformed(problem)
+            return None
+        return response.accounts
+
     def check_accounts(self, accounts: bank_pb2.ListAccountsResponse) -> str | None:
         """What is wrong with an accounts list beyond its shape: another bank's or another
         party's accounts."""
@@ -208,19 +225,12 @@ class _Accounts(_Call):
         self.call(self.fill_accounts, self.on_response)
 
     def on_response(self, response: bank_pb2.BankResponse, reason: int) -> None:
-        if response.HasField("error"):
-            self.fail(response, reason)
-            return
-        if not response.HasField("accounts"):
-            self.malformed("expected accounts")
-            return
-        problem = self.check_accounts(response.accounts)
-        if problem is not None:
-            self.malformed(problem)
+        accounts = self.accounts(response, reason)
+        if accounts is None:
             return
         event, result = self.fanout.result(self.ctx, self.bank_id)
-        result.outcome = _outcome(response.accounts.response_details)
-        result.accounts.CopyFrom(response.accounts)
+        result.outcome = _outcome(accounts.response_details)
+        result.accounts.CopyFrom(accounts)
         self.fanout.deliver(self.ctx, event)
 
 
@@ -321,16 +331,8 @@ class _AccountsWithBalances(_Call):
         self.call(self.fill_accounts, self.on_accounts)
 
     def on_accounts(self, response: bank_pb2.BankResponse, reason: int) -> None:
-        if response.HasField("error"):
-            self.fail(response, reason)
-            return
-        if not response.HasField("accounts"):
-            self.malformed("expected accounts")
-            return
-        accounts = response.accounts
-        problem = self.check_accounts(accounts)
-        if problem is not None:
-            self.malformed(problem)
+        accounts = self.accounts(response, reason)
+        if accounts is None:
             return
         self.envelope = accounts.response_details
         self.partial = accounts.response_details.status == PARTIAL
