@@ -47,6 +47,11 @@ SERVER_OPTIONS: Final = (
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     # Streams per agency connection (HTTP/2 MAX_CONCURRENT_STREAMS): agencies hold many.
     ("grpc.max_concurrent_streams", 20_000),
+    # New calls gRPC core holds until the server takes them; past the hard limit (default
+    # 3,000) it refuses them with RST_STREAM, so a burst of agencies opening streams at once
+    # failed with "Internal error from Core". Load shedding is the hub's job, not this.
+    ("grpc.server.max_pending_requests", 50_000),
+    ("grpc.server.max_pending_requests_hard_limit", 50_000),
     # Agencies and load balancers may keep idle connections alive with pings.
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),

@@ -40,10 +40,7 @@ async def test_many_concurrent_agency_streams(env: Env, monkeypatch: pytest.Monk
         "CHANNEL_OPTIONS",
         (*clients.client.CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)),
     )
-    # 10,000 is the target (issue 5); past about 2,000 concurrent streams in one process
-    # grpc core fails some stream openings with INTERNAL (under investigation), so CI runs
-    # 500 and DSOP_STREAMS raises it.
-    streams = int(os.environ.get("DSOP_STREAMS", "500"))
+    streams = int(os.environ.get("DSOP_STREAMS", "10000"))
     parties = env.dataset.party_sample(200)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Many agencies' connections (each carries up to 100 concurrent streams, as HTTP/2
