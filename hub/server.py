@@ -15,7 +15,7 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -79,6 +79,22 @@ AUDIT_SERVICE: Final = "dsop.hub.v1.AuditService"
 AUDIT_SCOPE: Final = "dsop:audit"
 
 
+async def refuse(context: grpc.aio.ServicerContext[Any, Any], refusal: Refusal) -> NoReturn:
+    """Ends the call with the refusal's rich status: the one place a refusal becomes one."""
+    await context.abort_with_status(rpc_status.to_status(refusal.to_rpc_status()))
+    raise AssertionError("unreachable: abort raises")
+
+
+async def authenticate(
+    authenticator: Authenticator, context: grpc.aio.ServicerContext[Any, Any]
+) -> Identity:
+    """The caller's identity, or the call ends UNAUTHENTICATED (ACC-010)."""
+    try:
+        return authenticator.authenticate(context)
+    except AuthError as exc:
+        await refuse(context, Refusal(grpc.StatusCode.UNAUTHENTICATED, "ACC-010", str(exc)))
+
+
 class AuditServicer(hub_pb2_grpc.AuditServiceServicer):
     """Disclosure lookup, open only to the audit role."""
 
@@ -94,25 +110,22 @@ class AuditServicer(hub_pb2_grpc.AuditServiceServicer):
         request: hub_pb2.ListDisclosuresRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> hub_pb2.ListDisclosuresResponse:
-        try:
-            identity = self.authenticator.authenticate(context)
-        except AuthError as exc:
-            refusal = Refusal(grpc.StatusCode.UNAUTHENTICATED, "ACC-010", str(exc))
-            await context.abort_with_status(rpc_status.to_status(refusal.to_rpc_status()))
-            raise AssertionError("unreachable") from None
+        identity = await authenticate(self.authenticator, context)
         allowed = (identity.scopes is not None and AUDIT_SCOPE in identity.scopes) or (
             identity.organisation in self.auditors
         )
         if not allowed:
-            refusal = Refusal(
-                grpc.StatusCode.PERMISSION_DENIED, "ACC-011", "the audit role is required"
+            await refuse(
+                context,
+                Refusal(grpc.StatusCode.PERMISSION_DENIED, "ACC-011", "the audit role is required"),
             )
-            await context.abort_with_status(rpc_status.to_status(refusal.to_rpc_status()))
         if party_kind(request.party_id) is None:
-            refusal = Refusal(
-                grpc.StatusCode.INVALID_ARGUMENT, "ACC-001", "party_id: not a valid party id"
+            await refuse(
+                context,
+                Refusal(
+                    grpc.StatusCode.INVALID_ARGUMENT, "ACC-001", "party_id: not a valid party id"
+                ),
             )
-            await context.abort_with_status(rpc_status.to_status(refusal.to_rpc_status()))
         response = hub_pb2.ListDisclosuresResponse()
         for entry in await self.audit.disclosures(request.party_id):
             item = response.disclosures.add(
@@ -151,14 +164,6 @@ class HubServicer:
         self.window = window
         self.query_timeout = query_timeout
 
-    async def _identity(self, context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
-        try:
-            return self.authenticator.authenticate(context)
-        except AuthError as exc:
-            refusal = Refusal(grpc.StatusCode.UNAUTHENTICATED, "ACC-010", str(exc))
-            await context.abort_with_status(rpc_status.to_status(refusal.to_rpc_status()))
-            raise AssertionError("unreachable: abort raises") from None
-
     @staticmethod
     def _call_deadline(context: grpc.aio.ServicerContext[Any, Any]) -> float:
         """The agency's deadline for the whole call (time.monotonic()), less a margin for the
@@ -176,7 +181,7 @@ class HubServicer:
     async def query(
         self, request: hub_pb2.QueryRequest, context: grpc.aio.ServicerContext[object, bytes]
     ) -> AsyncIterator[bytes]:
-        identity = await self._identity(context)
+        identity = await authenticate(self.authenticator, context)
         sink = SingleSink()
         deadline = self._deadline(self._call_deadline(context))
         ctx = QueryContext(request.query, sink, time.monotonic_ns(), identity, deadline)
@@ -190,8 +195,7 @@ class HubServicer:
                     continue
                 finished = True
                 if item.refusal is not None:
-                    status = rpc_status.to_status(item.refusal.to_rpc_status())
-                    await context.abort_with_status(status)
+                    await refuse(context, item.refusal)
                 return
         finally:
             if not finished:  # the agency cancelled or went away
@@ -202,7 +206,7 @@ class HubServicer:
         requests: AsyncIterator[hub_pb2.QueryStreamRequest],
         context: grpc.aio.ServicerContext[object, bytes],
     ) -> AsyncIterator[bytes]:
-        identity = await self._identity(context)
+        identity = await authenticate(self.authenticator, context)
         sink = StreamSink(self.window)
         admit = self.pipeline.admit
         stream_deadline = self._call_deadline(context)
