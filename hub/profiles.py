@@ -92,6 +92,8 @@ class Profile:
     scopes: frozenset[str]
     #: NFC-normalised.
     mandates: frozenset[str]
+    #: The first mandate listed: what clients send when not told otherwise.
+    default_mandate: str
     operations: frozenset[hub_pb2.Operation.ValueType]
     primary_only: bool
     period: PeriodRule
@@ -182,6 +184,7 @@ def _profile(name: str, raw: Any, columns: frozenset[str]) -> Profile:
         consumers=frozenset(consumers),
         scopes=frozenset(_strings(raw["scopes"], "scopes")),
         mandates=frozenset(nfc(m) for m in _strings(raw["mandates"], "mandates")),
+        default_mandate=nfc(raw["mandates"][0]),
         operations=frozenset(operations),
         primary_only=raw["owner"] == "primary-only",
         period=PeriodRule(kind, amount),
