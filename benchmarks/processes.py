@@ -357,6 +357,7 @@ def hub(
         [
             "hub", "serve",
             "--listen", "127.0.0.1:0",
+            "--metrics-listen", "127.0.0.1:0",
             "--registry", str(registry),
             "--port-file", str(port_file),
             "--window", str(window),

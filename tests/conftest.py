@@ -79,6 +79,7 @@ async def make_env(
                 "token_jwks": cert_dir / "issuer-jwks.json",
                 "token_issuer": DEV_ISSUER,
                 "police_jwks": cert_dir / "police-jwks.json",
+                "metrics_listen": "",
                 **hub_options,
             },  # type: ignore[arg-type]
         )

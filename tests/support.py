@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,3 +103,38 @@ def filtered(message: M, service: str, kind: str) -> M:
     copy.CopyFrom(message)
     _FILTER.plans[service][kind].apply(copy)
     return copy
+
+
+def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """``dsop ARGS`` as a child process in its own session, its output in ``log``."""
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "clients", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def wait_for_file(path: Path, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Waits for ``process`` to write ``path`` (a port file, a registry), failing if it exits."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, f"exited with {process.returncode}"
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def stop(*processes: subprocess.Popen[bytes] | None) -> None:
+    """Kills whatever is still running (a test's cleanup)."""
+    for process in processes:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def free_port() -> int:
+    """A port free right now (a child binds it soon after; the race is accepted in tests)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
