@@ -285,7 +285,10 @@ async def _run_batch(args: argparse.Namespace) -> int:
     out = sys.stdout.buffer if str(args.output) == "-" else args.output.open("wb")
     try:
         async with HubClient(args.hub, tls=tls, token=token, insecure=args.insecure) as hub:
-            async for event in hub.stream(queries, batch_size=args.batch_size, window=args.window):
+            events = hub.stream(
+                queries, batch_size=args.batch_size, window=args.window, retries=args.retries
+            )
+            async for event in events:
                 out.write(event_json(event))
                 if event.HasField("summary"):
                     refused += event.summary.HasField("error")
@@ -341,6 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--output", type=Path, default=Path("-"), help="JSONL of events (- stdout)")
     b.add_argument("--batch-size", type=int, default=500, help="queries per message")
     b.add_argument("--window", type=int, default=10_000, help="queries in flight at most")
+    b.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        help="new streams after a broken one (a replica went away); unanswered queries are "
+        "sent again (default 3)",
+    )
     _add_client_tls(b)
     b.set_defaults(run=lambda a: asyncio.run(_run_batch(a)))
 

@@ -309,6 +309,15 @@ async def _open_audit(config: HubConfig, port: int) -> ChainLog | None:
     return audit
 
 
+def _read_ca(tls: TlsFiles | None) -> bytes:
+    if tls is None or tls.ca is None:
+        raise ConfigError("proxies.trusted: needs tls.ca, the CA of agencies' certificates")
+    try:
+        return tls.ca.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"tls.ca: cannot read {tls.ca}: {exc.strerror}") from exc
+
+
 def _kar(config: HubConfig, registry: Registry) -> Kar:
     if config.kar == "embedded":
         if registry.synthetic is None:
@@ -460,7 +469,11 @@ class Hub:
         pipeline = build_pipeline(
             kar, banks, profiles=profiles, orders=orders, limits=config.limits, audit=audit
         )
-        authenticator = Authenticator(tokens)
+        authenticator = Authenticator(
+            tokens,
+            proxies=config.proxies,
+            client_ca=_read_ca(config.tls) if config.proxies else None,
+        )
         servicer = HubServicer(
             pipeline,
             authenticator,

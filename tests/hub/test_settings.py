@@ -176,3 +176,12 @@ def test_a_log_line_is_one_json_object_with_its_fields() -> None:
     assert entry["case_id"] == "c" and entry["banks_asked"] == 3
     assert entry["ts"].endswith("Z")
     assert "case_id=c" in TextFormatter().format(record)
+
+
+def test_the_shipped_example_names_every_key_and_parses() -> None:
+    from hub.settings import read_file  # noqa: PLC0415
+
+    example = Path(__file__).resolve().parents[2] / "deploy" / "hub.toml"
+    assert set(read_file(example)) == {key.name for key in KEYS}
+    config = load(example, {"DSOP_HUB_CERTS": ""})
+    assert config.workers == 2 and config.audit.startswith("postgresql://")
