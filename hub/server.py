@@ -53,6 +53,10 @@ SERVER_OPTIONS: Final = (
     # failed with "Internal error from Core". Load shedding is the hub's job, not this.
     ("grpc.server.max_pending_requests", 50_000),
     ("grpc.server.max_pending_requests_hard_limit", 50_000),
+    # ...and how long a call may wait there before core cancels it (default 30 s): under a
+    # burst of 10,000 new streams on a busy machine the Python server takes longer than that
+    # to pick them all up, and the last ones ended CANCELLED before the hub saw them.
+    ("grpc.server_max_unrequested_time_in_server", 300),
     # Agencies and load balancers may keep idle connections alive with pings.
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
