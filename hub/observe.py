@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from prometheus_client import Counter, Histogram
@@ -66,8 +66,11 @@ def outcome(ctx: QueryContext) -> str:
 class QueryObserver:
     """Counts and logs each query once, then hands it to ``release`` (the shed stage)."""
 
-    def __init__(self, release: Callable[[QueryContext], None]) -> None:
+    def __init__(self, release: Callable[[QueryContext], None], services: Iterable[str]) -> None:
+        """``services``: the profiles' service names, the only ones used as label values (an
+        agency may send any text there; labels, and their number, must stay bounded)."""
         self.release = release
+        self.services = frozenset(services)
         # Children resolved once per label set: a labels() lookup costs more than the count.
         self._counts: dict[tuple[str, int, str], Counter] = {}
         self._seconds: dict[str, Histogram] = {}
@@ -83,6 +86,9 @@ class QueryObserver:
         if not ctx.cancelled and not ctx.finished:
             self._account(ctx, "abandoned")
 
+    def _label(self, service: str) -> str:
+        return service if service in self.services else "unknown"
+
     def _account(self, ctx: QueryContext, result: str) -> None:
         query = ctx.query
         service = query.service
@@ -90,21 +96,21 @@ class QueryObserver:
         count = self._counts.get(key)
         if count is None:
             operation = _OPERATIONS.get(query.operation, "unknown")
-            count = self._counts[key] = QUERIES.labels(_label(service), operation, result)
+            count = self._counts[key] = QUERIES.labels(self._label(service), operation, result)
         count.inc()
         elapsed = (time.monotonic_ns() - ctx.received_ns) / 1e9
         seconds = self._seconds.get(service)
         if seconds is None:
-            seconds = self._seconds[service] = QUERY_SECONDS.labels(_label(service))
+            seconds = self._seconds[service] = QUERY_SECONDS.labels(self._label(service))
         seconds.observe(elapsed)
         refusal = ctx.refusal
         if refusal is not None:
-            REFUSALS.labels(_label(service), refusal.code).inc()
+            REFUSALS.labels(self._label(service), refusal.code).inc()
         if log.isEnabledFor(logging.INFO):
             failed = sum(1 for bank in ctx.outcomes if bank.outcome == _FAILED)
             fields: dict[str, object] = {
                 "consumer": ctx.identity.organisation if ctx.identity is not None else "",
-                "service": _label(service),
+                "service": self._label(service),
                 "operation": _OPERATIONS.get(query.operation, "unknown"),
                 "outcome": result,
                 "case_id": _id(query.case_id),
@@ -117,24 +123,6 @@ class QueryObserver:
             if refusal is not None:
                 fields["code"] = refusal.code
             log.info("query", extra={"fields": fields})
-
-
-_KNOWN_SERVICES: Final = frozenset(
-    {
-        "skatt-kontroll",
-        "politi-utlevering",
-        "nav-kontroll",
-        "konkursbehandling",
-        "oppgjor-etter-dodsfall",
-        "vergekontroll",
-        "fi-utlegg",
-    }
-)
-
-
-def _label(service: str) -> str:
-    # An agency may send any text here; labels (and their number) must stay bounded.
-    return service if service in _KNOWN_SERVICES else "unknown"
 
 
 _UUID: Final = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")

@@ -111,7 +111,7 @@ def build_pipeline(
     audit: AuditLog | None,
 ) -> Pipeline:
     shed = ShedStage(limits)
-    observer = QueryObserver(release=shed.release)
+    observer = QueryObserver(release=shed.release, services=profiles.services)
     outbound: list[EgressStage] = [FilterStage(profiles), EncodeStage()]
     if audit is not None:
         outbound.append(AuditStage(audit))

@@ -45,11 +45,7 @@ class Env:
         return f"localhost:{self.hub.port}"
 
     def client_tls(self, agency: str = "974761076") -> ClientTls:
-        return ClientTls(
-            ca=(self.cert_dir / "ca.pem").read_bytes(),
-            cert=(self.cert_dir / f"agency-{agency}.pem").read_bytes(),
-            key=(self.cert_dir / f"agency-{agency}.key").read_bytes(),
-        )
+        return agency_tls(self.cert_dir, agency)
 
     def client(self, agency: str = "974761076", token: Token = _DEV) -> HubClient:
         """A client with the agency's certificate and, by default, a development token
@@ -138,3 +134,12 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def agency_tls(cert_dir: Path, agency: str = "974761076") -> ClientTls:
+    """The agency's client certificate from a `dsop certs init` directory."""
+    return ClientTls(
+        ca=(cert_dir / "ca.pem").read_bytes(),
+        cert=(cert_dir / f"agency-{agency}.pem").read_bytes(),
+        key=(cert_dir / f"agency-{agency}.key").read_bytes(),
+    )

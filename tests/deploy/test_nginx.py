@@ -15,17 +15,14 @@ import string
 import subprocess
 import time
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import clients.client
-from clients.client import ClientTls, HubClient, make_query
+from clients.client import HubClient, make_query
 from clients.devtokens import DevTokens
 from clients.services import MANDATES
 from dsop.hub.v1 import hub_pb2
@@ -33,8 +30,7 @@ from hub.audit import open_log
 from hub.certs import DEV_PROXY
 from providers.synthetic.dataset import SyntheticDataset
 from providers.synthetic.universe import make_banks
-from tests.hub.audit.audit_support import postgres_dsn
-from tests.support import free_port, spawn, stop, wait_for_file
+from tests.support import agency_tls, free_port, spawn, stop, wait_for_file
 
 CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "dsop-hub.conf"
 AGENCY = "974761076"
@@ -49,17 +45,6 @@ def _nginx() -> str:
             pytest.fail("nginx is required in CI (.ci/run installs Debian's nginx package)")
         pytest.skip("nginx is not installed (apt-get install nginx)")
     return found
-
-
-@pytest.fixture
-def schema() -> Iterator[tuple[str, str]]:
-    dsn = postgres_dsn()
-    name = f"audit_lb_{uuid.uuid4().hex[:12]}"
-    yield dsn, name
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(name))
-        )
 
 
 def _render(tmp: Path, certs: Path, listen: int, replicas: list[int]) -> Path:
@@ -152,7 +137,7 @@ def _hub_args(
 
 
 async def test_a_batch_through_nginx_survives_a_replica_killed_mid_run(
-    tmp_path: Path, cert_dir: Path, schema: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, cert_dir: Path, pg_schema: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     nginx_binary = _nginx()
     monkeypatch.setattr(  # each agency stream its own connection, as agencies would have
@@ -172,7 +157,12 @@ async def test_a_batch_through_nginx_survives_a_replica_killed_mid_run(
     replicas: list[subprocess.Popen[bytes] | None] = [None, None]
     nginx = None
     writers = ["replica-a", "replica-b"]
-    where: dict[str, Any] = {"registry": registry, "certs": cert_dir, "tmp": tmp_path, "db": schema}
+    where: dict[str, Any] = {
+        "registry": registry,
+        "certs": cert_dir,
+        "tmp": tmp_path,
+        "db": pg_schema,
+    }
     try:
         wait_for_file(registry, banks)
         for i in range(2):
@@ -186,11 +176,7 @@ async def test_a_batch_through_nginx_survives_a_replica_killed_mid_run(
         _wait_for_port(balancer_port, nginx)
 
         parties = SyntheticDataset(3, make_banks(10, 3)).party_sample(2400)
-        tls = ClientTls(
-            ca=(cert_dir / "ca.pem").read_bytes(),
-            cert=(cert_dir / f"agency-{AGENCY}.pem").read_bytes(),
-            key=(cert_dir / f"agency-{AGENCY}.key").read_bytes(),
-        )
+        tls = agency_tls(cert_dir, AGENCY)
         token = DevTokens(cert_dir, AGENCY)
         answered: dict[str, hub_pb2.QuerySummary] = {}
         killed = asyncio.Event()
@@ -243,7 +229,7 @@ async def test_a_batch_through_nginx_survives_a_replica_killed_mid_run(
             replica.send_signal(signal.SIGTERM)
         for replica in replicas:
             assert replica is not None and replica.wait(60) == 0
-        async with open_log(schema[0], schema=schema[1]) as log:
+        async with open_log(pg_schema[0], schema=pg_schema[1]) as log:
             report = await log.verify()
         assert report.ok, report.problems
         assert sorted(chain.writer for chain in report.chains) == writers

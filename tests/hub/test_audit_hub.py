@@ -14,14 +14,14 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from clients.client import ClientTls, HubClient, make_query
+from clients.client import HubClient, make_query
 from clients.devtokens import DevTokens
 from clients.services import MANDATES
 from dsop.hub.v1 import hub_pb2, hub_pb2_grpc
 from hub.audit import open_log
 from hub.auth import mint_token
 from hub.certs import DEV_AUDIENCE, DEV_ISSUER
-from tests.support import Env, spawn, stop, wait_for_file
+from tests.support import Env, agency_tls, spawn, stop, wait_for_file
 
 FAR = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
 EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
@@ -116,11 +116,7 @@ async def test_kill_9_mid_batch_loses_no_record(tmp_path: Path, cert_dir: Path) 
         from providers.synthetic.universe import make_banks  # noqa: PLC0415
 
         parties = SyntheticDataset(3, make_banks(10, 3)).party_sample(4000)
-        tls = ClientTls(
-            ca=(cert_dir / "ca.pem").read_bytes(),
-            cert=(cert_dir / "agency-974761076.pem").read_bytes(),
-            key=(cert_dir / "agency-974761076.key").read_bytes(),
-        )
+        tls = agency_tls(cert_dir)
         received: list[hub_pb2.QueryEvent] = []
         summaries = 0
         target = f"localhost:{port_file.read_text()}"

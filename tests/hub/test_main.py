@@ -6,16 +6,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import clients.client
-from clients.client import ClientTls, HubClient, make_query
+from clients.client import HubClient, make_query
 from clients.devtokens import DevTokens
 from clients.services import MANDATES
 from dsop.hub.v1 import hub_pb2
@@ -24,19 +21,7 @@ from hub.config import HubConfig
 from hub.main import worker_config
 from providers.synthetic.dataset import SyntheticDataset
 from providers.synthetic.universe import make_banks
-from tests.hub.audit.audit_support import postgres_dsn
-from tests.support import free_port, spawn, stop, wait_for_file
-
-
-@pytest.fixture
-def schema() -> Iterator[tuple[str, str]]:
-    dsn = postgres_dsn()
-    name = f"audit_workers_{uuid.uuid4().hex[:12]}"
-    yield dsn, name
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(name))
-        )
+from tests.support import agency_tls, free_port, spawn, stop, wait_for_file
 
 
 def test_each_worker_gets_its_own_chain_and_metrics_port() -> None:
@@ -60,9 +45,9 @@ def _queries_served(port: int) -> float:
 
 
 async def test_two_workers_share_the_port_and_the_audit_log(
-    tmp_path: Path, cert_dir: Path, schema: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, cert_dir: Path, pg_schema: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    dsn, schema_name = schema
+    dsn, schema_name = pg_schema
     # Each client its own connection, so the kernel spreads them over the workers.
     monkeypatch.setattr(
         clients.client,
@@ -89,11 +74,7 @@ async def test_two_workers_share_the_port_and_the_audit_log(
         wait_for_file(port_file, hub)
         assert int(port_file.read_text()) == port
         parties = SyntheticDataset(3, make_banks(8, 3)).party_sample(160)
-        tls = ClientTls(
-            ca=(cert_dir / "ca.pem").read_bytes(),
-            cert=(cert_dir / "agency-974761076.pem").read_bytes(),
-            key=(cert_dir / "agency-974761076.key").read_bytes(),
-        )
+        tls = agency_tls(cert_dir)
         token = DevTokens(cert_dir, "974761076")
 
         async def agency(share: list[str]) -> int:
