@@ -11,7 +11,7 @@ import contextlib
 import random
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -107,10 +107,16 @@ def make_query(
     return query
 
 
-def _channel_async(target: str, tls: ClientTls | None, insecure: bool) -> grpc.aio.Channel:
+def _channel_async(
+    target: str,
+    tls: ClientTls | None,
+    insecure: bool,
+    extra: Sequence[tuple[str, str | int]] = (),
+) -> grpc.aio.Channel:
+    options = (*CHANNEL_OPTIONS, *extra)
     if insecure:
-        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
-    return grpc.aio.secure_channel(target, (tls or ClientTls()).credentials(), CHANNEL_OPTIONS)
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, (tls or ClientTls()).credentials(), options)
 
 
 class HubClient:
@@ -125,9 +131,14 @@ class HubClient:
         tls: ClientTls | None = None,
         token: Token = None,
         insecure: bool = False,
+        channel_options: Sequence[tuple[str, str | int]] = (),
     ) -> None:
+        """``channel_options``: extra gRPC channel arguments, e.g.
+        ``(("grpc.use_local_subchannel_pool", 1),)`` for a connection of this client's own
+        (clients to one target otherwise share one), so several clients spread over a hub's
+        workers."""
         self._token = token
-        self._channel = _channel_async(target, tls, insecure)
+        self._channel = _channel_async(target, tls, insecure, channel_options)
         self._stub = hub_pb2_grpc.HubServiceStub(self._channel)
 
     async def __aenter__(self) -> HubClient:
