@@ -66,6 +66,7 @@ async def _serve(config: HubConfig, port_file: Path | None, ready: Any = None) -
     await stop.wait()
     log.info("draining: finishing queries in flight, refusing new ones")
     await hub.drain()
+    logs.QUERY_LOG.flush()
     log.info("hub stopped")
 
 

@@ -9,19 +9,15 @@ whom it concerned: no party, account or name ever reaches a log line or a label.
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from collections.abc import Callable, Iterable
-from typing import Final
-
-from prometheus_client import Counter, Histogram
+from typing import Any, Final
 
 from dsop.hub.v1 import hub_pb2
 from hub import metrics
 from hub.context import QueryContext
-
-log = logging.getLogger("dsop.query")
+from hub.logs import QUERY_LOG
 
 QUERIES: Final = metrics.counter(
     "dsop_hub_queries_total",
@@ -72,8 +68,8 @@ class QueryObserver:
         self.release = release
         self.services = frozenset(services)
         # Children resolved once per label set: a labels() lookup costs more than the count.
-        self._counts: dict[tuple[str, int, str], Counter] = {}
-        self._seconds: dict[str, Histogram] = {}
+        self._counts: dict[tuple[str, int, str], Any] = {}
+        self._seconds: dict[str, Any] = {}
 
     def finished(self, ctx: QueryContext) -> None:
         """The query's summary went out (a query already abandoned was counted then)."""
@@ -106,15 +102,17 @@ class QueryObserver:
         refusal = ctx.refusal
         if refusal is not None:
             REFUSALS.labels(self._label(service), refusal.code).inc()
-        if log.isEnabledFor(logging.INFO):
+        if QUERY_LOG.enabled:
+            validated = ctx.profile is not None
             failed = sum(1 for bank in ctx.outcomes if bank.outcome == _FAILED)
             fields: dict[str, object] = {
                 "consumer": ctx.identity.organisation if ctx.identity is not None else "",
                 "service": self._label(service),
                 "operation": _OPERATIONS.get(query.operation, "unknown"),
                 "outcome": result,
-                "case_id": _id(query.case_id),
-                "correlation_id": _id(query.correlation_id),
+                # Validated as uuids once the policy passed the query; checked here otherwise.
+                "case_id": query.case_id if validated else _id(query.case_id),
+                "correlation_id": query.correlation_id if validated else _id(query.correlation_id),
                 "query_id": _id(query.query_id),
                 "banks_asked": len(ctx.banks),
                 "banks_failed": failed,
@@ -122,7 +120,7 @@ class QueryObserver:
             }
             if refusal is not None:
                 fields["code"] = refusal.code
-            log.info("query", extra={"fields": fields})
+            QUERY_LOG.add(fields)
 
 
 _UUID: Final = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")

@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import io
 import logging
+import sys
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -14,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from clients.client import make_query
 from clients.services import MANDATES
 from dsop.hub.v1 import hub_pb2
-from hub.logs import JsonFormatter
+from hub.logs import QUERY_LOG, JsonFormatter
 from hub.resilience import CallPolicy
 from providers.base import BankProvider
 from providers.faults import Faults, FaultyBank
@@ -73,6 +74,7 @@ async def test_every_family_has_samples_and_no_personal_data_leaks(
     old_level = root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    QUERY_LOG.configure(enabled=True, fmt="json", stream=captured)
     try:
         env = await make_env(
             wrap,
@@ -110,6 +112,8 @@ async def test_every_family_has_samples_and_no_personal_data_leaks(
         assert port is not None
         scraped = await asyncio.to_thread(_scrape, port)
     finally:
+        QUERY_LOG.flush()
+        QUERY_LOG.configure(enabled=False, fmt="json", stream=sys.stderr)
         root.removeHandler(handler)
         root.setLevel(old_level)
 

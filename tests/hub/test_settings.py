@@ -13,7 +13,7 @@ import pytest
 
 from clients.cli import main
 from hub.config import ConfigError
-from hub.logs import JsonFormatter, TextFormatter
+from hub.logs import JsonFormatter, QueryLog, TextFormatter
 from hub.settings import KEYS, env_name, load, mask_dsn
 
 
@@ -185,3 +185,18 @@ def test_the_shipped_example_names_every_key_and_parses() -> None:
     assert set(read_file(example)) == {key.name for key in KEYS}
     config = load(example, {"DSOP_HUB_CERTS": ""})
     assert config.workers == 2 and config.audit.startswith("postgresql://")
+
+
+def test_query_lines_are_written_together_in_the_logs_format() -> None:
+    out = io.StringIO()
+    query_log = QueryLog()
+    query_log.configure(enabled=True, fmt="json", stream=out, static={"worker": 0})
+    query_log.add({"case_id": "a", "banks_asked": 2})
+    query_log.add({"case_id": "b", "banks_asked": 1})  # no loop: each is written at once
+    lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["case_id"] for line in lines] == ["a", "b"]
+    assert lines[0]["msg"] == "query" and lines[0]["worker"] == 0
+    text = io.StringIO()
+    query_log.configure(enabled=True, fmt="text", stream=text)
+    query_log.add({"case_id": "c"})
+    assert text.getvalue().rstrip().endswith("dsop.query: query case_id=c")
