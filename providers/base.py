@@ -29,6 +29,9 @@ Resp = TypeVar("Resp")
 EXCHANGE_FLUSH_ITEMS: Final = 1000
 #: Batches of one Exchange stream processed at once; more wait (flow control to the hub).
 EXCHANGE_CONCURRENCY: Final = 8
+#: Requests of one Exchange stream answered at once by a ``concurrent`` provider (as many as
+#: EXCHANGE_CONCURRENCY full batches from the hub); more wait, as batches do.
+EXCHANGE_CONCURRENT_REQUESTS: Final = 8000
 
 
 class StreamBroken(Exception):
@@ -133,18 +136,41 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
     async def Exchange(self, request_iterator, context):  # type: ignore[no-untyped-def]
         """Batches are answered concurrently (up to EXCHANGE_CONCURRENCY at once); inside a
         batch, requests are answered in order, or each on its own when the provider says it
-        is ``concurrent``. Answers are written as they are ready, several per message."""
+        is ``concurrent`` (up to EXCHANGE_CONCURRENT_REQUESTS at once: a slow request then
+        holds up neither its batch nor the batches after it). Answers are written as they are
+        ready, several per message."""
         out: asyncio.Queue[bank_pb2.ExchangeResponse | None] = asyncio.Queue(maxsize=64)
         slots = asyncio.Semaphore(EXCHANGE_CONCURRENCY)
+        requests = asyncio.Semaphore(EXCHANGE_CONCURRENT_REQUESTS)
         workers: set[asyncio.Task[None]] = set()
         # Requests the hub no longer wants (cancelled, or given up on after their timeout):
         # skipped if not yet started, stopped between transaction pages if running.
         dropped: set[int] = set()
         broken = asyncio.Event()
 
+        def spawn(work: Awaitable[None]) -> None:
+            task = asyncio.ensure_future(work)
+            workers.add(task)
+            task.add_done_callback(workers.discard)
+
+        async def answer_alone(request: bank_pb2.BankRequest, read_at: float) -> None:
+            try:
+                await self._answer_alone(request, out, dropped, read_at)
+            except StreamBroken:
+                broken.set()
+            finally:
+                requests.release()
+
         async def answer(batch: bank_pb2.ExchangeRequest) -> None:
             try:
-                await self._answer_batch(batch, out, dropped)
+                if self.provider.concurrent:
+                    # The batch's slot is held only until its requests are under way.
+                    read_at = time.monotonic()
+                    for request in _wanted(batch, dropped):
+                        await requests.acquire()
+                        spawn(answer_alone(request, read_at))
+                else:
+                    await self._answer_batch(batch, out, dropped)
             except StreamBroken:
                 broken.set()
             finally:
@@ -157,10 +183,9 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
                         if request.HasField("cancel"):
                             dropped.add(request.cancel.request_id)
                     await slots.acquire()
-                    task = asyncio.create_task(answer(batch))
-                    workers.add(task)
-                    task.add_done_callback(workers.discard)
-                if workers:
+                    spawn(answer(batch))
+                # A batch still starting may add workers while the others are awaited.
+                while workers:
                     await asyncio.wait(set(workers))
             finally:
                 await out.put(None)
@@ -196,22 +221,10 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
         out: asyncio.Queue[bank_pb2.ExchangeResponse | None],
         dropped: set[int],
     ) -> None:
+        """Answers a batch's requests one after another (a provider that is not concurrent)."""
         read_at = time.monotonic()
-        wanted = []
-        for request in batch.requests:
-            if request.HasField("cancel"):
-                continue
-            if request.id in dropped:
-                dropped.discard(request.id)
-                continue
-            wanted.append(request)
-        if self.provider.concurrent:
-            await asyncio.gather(
-                *(self._answer_alone(request, out, dropped, read_at) for request in wanted)
-            )
-            return
         outbox = _Outbox(out)
-        for request in wanted:
+        for request in _wanted(batch, dropped):
             await self._answer(request, outbox, dropped, read_at)
         await outbox.flush()
 
@@ -278,6 +291,19 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
             raise
         except Exception as exc:
             _fail(outbox.response, request.id, _internal(exc).to_proto())
+
+
+def _wanted(batch: bank_pb2.ExchangeRequest, dropped: set[int]) -> list[bank_pb2.BankRequest]:
+    """The batch's requests to answer: not cancel notices, nor requests already dropped."""
+    wanted = []
+    for request in batch.requests:
+        if request.HasField("cancel"):
+            continue
+        if request.id in dropped:
+            dropped.discard(request.id)
+            continue
+        wanted.append(request)
+    return wanted
 
 
 _RESULT_FIELDS: Final = {
