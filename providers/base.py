@@ -142,6 +142,9 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
         out: asyncio.Queue[bank_pb2.ExchangeResponse | None] = asyncio.Queue(maxsize=64)
         slots = asyncio.Semaphore(EXCHANGE_CONCURRENCY)
         requests = asyncio.Semaphore(EXCHANGE_CONCURRENT_REQUESTS)
+        # Requests answered each on its own share one outbox: the answers ready in one turn
+        # of the loop travel in one message, as a batch's do, not one message each.
+        shared = _SharedOutbox(out)
         workers: set[asyncio.Task[None]] = set()
         # Requests the hub no longer wants (cancelled, or given up on after their timeout):
         # skipped if not yet started, stopped between transaction pages if running.
@@ -155,7 +158,8 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
 
         async def answer_alone(request: bank_pb2.BankRequest, read_at: float) -> None:
             try:
-                await self._answer_alone(request, out, dropped, read_at)
+                await self._answer(request, shared, dropped, read_at)
+                await shared.settle()
             except StreamBroken:
                 broken.set()
             finally:
@@ -226,17 +230,6 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
         outbox = _Outbox(out)
         for request in _wanted(batch, dropped):
             await self._answer(request, outbox, dropped, read_at)
-        await outbox.flush()
-
-    async def _answer_alone(
-        self,
-        request: bank_pb2.BankRequest,
-        out: asyncio.Queue[bank_pb2.ExchangeResponse | None],
-        dropped: set[int],
-        read_at: float,
-    ) -> None:
-        outbox = _Outbox(out)
-        await self._answer(request, outbox, dropped, read_at)
         await outbox.flush()
 
     async def _answer(
@@ -334,6 +327,35 @@ class _Outbox:
             await self.out.put(self.response)
             self.response = bank_pb2.ExchangeResponse()
         self.items = 0
+
+
+class _SharedOutbox(_Outbox):
+    """An outbox many requests answer into at once (a concurrent provider's)."""
+
+    __slots__ = ("_turn",)
+
+    def __init__(self, out: asyncio.Queue[bank_pb2.ExchangeResponse | None]) -> None:
+        super().__init__(out)
+        self._turn: asyncio.Future[None] | None = None
+
+    async def settle(self) -> None:
+        """Returns once the answers added so far are on their way. The first caller in a turn
+        of the event loop lets the others of that turn add theirs, then flushes for all; a
+        full queue holds them all back (flow control to the hub, as for batches)."""
+        turn = self._turn
+        if turn is not None:
+            await turn
+            return
+        turn = self._turn = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.sleep(0)
+            self._turn = None  # answers added from now on go with the next flush
+            await self.flush()
+        finally:
+            if self._turn is turn:
+                self._turn = None
+            if not turn.done():
+                turn.set_result(None)
 
 
 def _last_answer(
