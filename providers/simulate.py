@@ -214,6 +214,9 @@ async def _host(
         if bank.port == 0 or faults is None or not faults[provider.bank_id].down:
             await bank.start()
     if faults is not None:
+        for bank in banks:
+            if (bank_faults := faults[bank.provider.bank_id]) != _DEFAULT_FAULTS:
+                log.info("bank %s: faults %s", bank.provider.bank_id, describe(bank_faults))
         await _apply(banks, faults)
     if options.kar_rest_port is not None and shard == 0:
         hosted_rest.append(

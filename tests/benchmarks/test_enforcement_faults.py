@@ -145,6 +145,20 @@ def test_a_fault_that_never_showed_is_reported() -> None:
     assert any(bank_id in problem for problem in checker.fault_not_seen())
 
 
+def test_a_retried_fault_shows_as_answers_the_direct_client_lost() -> None:
+    plan = _plan()
+    party, bank_id = _party_of(plan, faults.RETRIED)
+    checker = faults.Checker(plan, [_query(party)], shared=1)
+    checker.summary(0, _summary(plan, party))
+    result, _ = _answer(bank_id, party)
+    checker.result(0, result)
+    assert any(bank_id in problem for problem in checker.fault_not_seen())
+    assert checker.compare({}) == (0, 0)  # the direct client got nothing from the bank
+    assert not any(bank_id in problem for problem in checker.fault_not_seen())
+    (figures,) = [b for b in checker.figures()["banks"] if b["bank_id"] == bank_id]
+    assert figures["answered_by_hub_not_direct"] == 1
+
+
 def _answer(bank_id: str, party: str) -> tuple[hub_pb2.BankResult, list[object]]:
     """A bank's answer as the hub sends it (field mask applied), and the details the direct
     client got for it."""

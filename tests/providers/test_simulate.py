@@ -110,10 +110,13 @@ def simulator(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Simula
         assert process.wait(timeout=15) == 0
 
 
-def test_faults_apply_from_the_start(simulator: Simulator) -> None:
+def test_faults_apply_from_the_start(simulator: Simulator, tmp_path: Path) -> None:
     assert simulator.call(0) == grpc.StatusCode.OK
     assert simulator.call(1) == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert simulator.call(2) == grpc.StatusCode.UNAVAILABLE  # connection refused
+    log = (tmp_path / "simulator.log").read_text()
+    assert f"bank {IDS[1]}: faults error_rate=1.0, error_code='ACC-022'" in log
+    assert f"bank {IDS[2]}: faults down=True" in log
 
 
 @pytest.mark.parametrize("simulator", [1, 2], ids=["one-process", "two-processes"], indirect=True)
