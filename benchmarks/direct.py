@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -19,7 +19,7 @@ import grpc
 from hdrh.histogram import HdrHistogram
 
 from benchmarks.report import new_histogram, record_us
-from dsop.controlinfo.v2 import bank_pb2, bank_pb2_grpc
+from dsop.controlinfo.v2 import bank_pb2, bank_pb2_grpc, model_pb2
 from dsop.hub.v1 import hub_pb2
 from dsop.kar.v1 import kar_pb2, kar_pb2_grpc
 
@@ -50,6 +50,9 @@ class DirectResult:
     seconds: float = 0.0
     timed_out: bool = False
     histogram: HdrHistogram = field(default_factory=new_histogram)
+    #: When kept (``run(keep=True)``): the account details of every bank part that succeeded,
+    #: in the bank's listing order, by (query id, bank id).
+    details: dict[tuple[str, str], list[model_pb2.AccountDetail]] | None = None
 
 
 class DirectClient:
@@ -61,9 +64,12 @@ class DirectClient:
         self.kar: kar_pb2_grpc.KarServiceAsyncStub = kar_pb2_grpc.KarServiceStub(
             self._channel(endpoints.kar, endpoints)
         )
+        self._bank_channels = {
+            bank_id: self._channel(target, endpoints) for bank_id, target in endpoints.banks.items()
+        }
         self.banks: dict[str, bank_pb2_grpc.BankServiceAsyncStub] = {
-            bank_id: bank_pb2_grpc.BankServiceStub(self._channel(target, endpoints))
-            for bank_id, target in endpoints.banks.items()
+            bank_id: bank_pb2_grpc.BankServiceStub(channel)
+            for bank_id, channel in self._bank_channels.items()
         }
 
     def _channel(self, target: str, endpoints: Endpoints) -> grpc.aio.Channel:
@@ -75,10 +81,18 @@ class DirectClient:
         self._channels.append(channel)
         return channel
 
-    async def connect(self) -> None:
-        """Opens every connection (TCP and TLS handshakes) so timing sees none of it."""
+    async def connect(self, skip: Collection[str] = ()) -> None:
+        """Opens every connection (TCP and TLS handshakes) so timing sees none of it; not
+        to the banks in ``skip`` (known to be down)."""
+        skipped = {id(self._bank_channels[bank_id]) for bank_id in skip}
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
-            await asyncio.gather(*(channel.channel_ready() for channel in self._channels))
+            await asyncio.gather(
+                *(
+                    channel.channel_ready()
+                    for channel in self._channels
+                    if id(channel) not in skipped
+                )
+            )
 
     async def close(self) -> None:
         await asyncio.gather(*(channel.close() for channel in self._channels))
@@ -91,6 +105,7 @@ class DirectClient:
 
 
 async def _bank_part(
+    bank_id: str,
     stub: bank_pb2_grpc.BankServiceAsyncStub,
     query: hub_pb2.Query,
     context: bank_pb2.RequestContext,
@@ -123,6 +138,8 @@ async def _bank_part(
             )
         )
         result.accounts += len(details)
+        if result.details is not None:
+            result.details[(query.query_id, bank_id)] = [d.account for d in details]
     except grpc.aio.AioRpcError:
         result.bank_failures += 1
         return False
@@ -159,7 +176,7 @@ async def _one_query(client: DirectClient, query: hub_pb2.Query, result: DirectR
                 result.bank_results += 1
                 unknown = True
                 continue
-            parts.append(_bank_part(stub, query, context, result))
+            parts.append(_bank_part(relation.organization_id, stub, query, context, result))
         if not all(await asyncio.gather(*parts)) or unknown:
             result.queries_with_failures += 1
     record_us(result.histogram, time.perf_counter_ns() - started)
@@ -172,10 +189,12 @@ async def run(
     *,
     concurrency: int,
     time_limit: float,
+    keep: bool = False,
 ) -> DirectResult:
     """Runs ``queries`` as today's clients would, at most ``concurrency`` at once, over a
-    connected client; stops (``timed_out``) after ``time_limit`` seconds."""
-    result = DirectResult(len(queries))
+    connected client; stops (``timed_out``) after ``time_limit`` seconds. ``keep``: keep the
+    account details each bank sent (``DirectResult.details``)."""
+    result = DirectResult(len(queries), details={} if keep else None)
     feed = iter(queries)
 
     async def worker() -> None:

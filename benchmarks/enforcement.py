@@ -6,6 +6,11 @@ with balances, today only, only accounts the party owns. The run starts a bank s
 ``QueryStream`` and times each from the moment the client takes it to its summary; then runs
 a slice of the same queries the way agencies do today, without the hub (:mod:`benchmarks.direct`),
 against the same banks, and compares.
+
+With ``--faulty N``, N of the banks misbehave for the whole run (slow tail, errors, one down;
+:mod:`benchmarks.faults`), and the run checks that the hub's answers are still right: every
+healthy bank's answer intact, every faulty bank reported with the outcome its fault allows,
+no query lost. The exit status is then that of the checks.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import time
 import uuid
 from array import array
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -32,7 +37,7 @@ import grpc
 import uvloop
 from hdrh.histogram import HdrHistogram
 
-from benchmarks import direct, processes, report
+from benchmarks import direct, faults, processes, report
 from benchmarks.processes import Child, ChildFailed, Children, Tls
 from clients.client import ClientTls, HubClient
 from clients.devtokens import DevTokens
@@ -99,6 +104,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--duration-limit", type=float, default=600.0, help="seconds each timed phase may take"
     )
+    parser.add_argument(
+        "--faulty",
+        type=int,
+        default=0,
+        help="make N of the banks faulty for the whole run: slow tail, errors (ACC-100, "
+        "ACC-022), one down, in turn (see benchmarks/faults.py)",
+    )
     parser.add_argument("--json", type=Path, help="write the report here (and a .md beside it)")
     parser.add_argument("--logs", type=Path, help="copy the hub's and the banks' logs here")
 
@@ -122,6 +134,7 @@ class Options:
     duration_limit: float
     json: Path | None
     logs: Path | None
+    faulty: int = 0
     #: The command line, for the report.
     argv: tuple[str, ...] = ()
 
@@ -134,6 +147,8 @@ class Options:
         for name in ("queries", "banks", "parties", "bank_processes", "batch_size", "window"):
             if getattr(options, name) < 1:
                 raise SystemExit(f"--{name.replace('_', '-')}: must be at least 1")
+        if not 0 <= options.faulty <= options.banks:
+            raise SystemExit("--faulty: must be between 0 and --banks")
         return options
 
 
@@ -206,6 +221,8 @@ class HubRun:
     refused: int = 0
     bank_failures: int = 0  # sum of summary.banks_failed
     queries_with_failures: int = 0
+    #: Failed bank parts by bank id.
+    failed_banks: Counter[str] = field(default_factory=Counter)
     #: Failed bank calls by "REASON CODE", and one message for each (the first seen).
     failure_reasons: Counter[str] = field(default_factory=Counter)
     failure_samples: dict[str, str] = field(default_factory=dict)
@@ -230,9 +247,11 @@ async def drive_hub(
     time_limit: float,
     meter: Meter | None = None,
     progress: bool = False,
+    checker: faults.Checker | None = None,
 ) -> HubRun:
     """Sends ``queries`` over one stream and records each one's latency: from the moment the
-    client's request generator takes it (it then rides in the next message) to its summary."""
+    client's request generator takes it (it then rides in the next message) to its summary.
+    A ``checker`` sees every result and summary (a run with faulty banks)."""
     count = len(queries)
     run = HubRun(count, results=array("I", bytes(4 * count)))
     index = {query.query_id: i for i, query in enumerate(queries)}
@@ -263,6 +282,8 @@ async def drive_hub(
                         continue
                     results[i] += 1
                     run.bank_results += 1
+                    if checker is not None:
+                        checker.result(i, result)
                     continue
                 summary = event.summary
                 last = clock()
@@ -276,6 +297,8 @@ async def drive_hub(
                 done[i] = 1
                 report.record_us(histogram, last - sent[i])
                 run.answered += 1
+                if checker is not None:
+                    checker.summary(i, summary)
                 if summary.HasField("error"):
                     run.refused += 1
                 elif summary.banks_failed:
@@ -311,15 +334,21 @@ def _count_failures(run: HubRun, summary: hub_pb2.QuerySummary) -> None:
             continue
         key = f"{hub_pb2.FailureReason.Name(status.reason)} {status.error.code}"
         run.failure_reasons[key] += 1
+        run.failed_banks[status.bank_id] += 1
         run.failure_samples.setdefault(key, status.error.message)
 
 
 async def warm_up(
-    client: HubClient, queries: Sequence[hub_pb2.Query], options: Options, hub: Child
+    client: HubClient,
+    queries: Sequence[hub_pb2.Query],
+    options: Options,
+    hub: Child,
+    faulty: Collection[str] = (),
 ) -> list[HubRun]:
-    """Untimed rounds until one passes with no bank failing: connections to every bank are
-    open and no circuit breaker is left open by their set-up, so the timed run measures the
-    steady state. Between failed rounds, waits out the breakers' open time."""
+    """Untimed rounds until one passes with no bank failing but the ``faulty`` ones:
+    connections to every bank are open and no circuit breaker is left open by their set-up,
+    so the timed run measures the steady state. Between failed rounds, waits out the
+    breakers' open time."""
     rounds: list[HubRun] = []
     for _ in range(WARMUP_ROUNDS if queries else 0):
         warm = await drive_hub(
@@ -335,7 +364,7 @@ async def warm_up(
                 f"the warm-up got {warm.answered} of {len(queries)} summaries"
                 + (f" ({warm.stream_error})" if warm.stream_error else "")
             )
-        if not warm.bank_failures:
+        if not set(warm.failed_banks) - set(faulty):
             break
         await asyncio.sleep(BREAKER_WAIT_S)
     return rounds
@@ -349,10 +378,13 @@ class Workload:
     distinct_parties: int
     queries: list[hub_pb2.Query]
     warmup: list[hub_pb2.Query]
+    #: The faulty banks (``--faulty``), None when all are healthy.
+    faults: faults.Plan | None = None
 
 
 def prepare(options: Options) -> Workload:
-    dataset = SyntheticDataset(options.seed, make_banks(options.banks, options.seed))
+    infos = make_banks(options.banks, options.seed)
+    dataset = SyntheticDataset(options.seed, infos)
     parties = dataset.party_sample(min(options.parties, options.queries))
     rng = random.Random(options.seed)
     rng.shuffle(parties)
@@ -360,6 +392,7 @@ def prepare(options: Options) -> Workload:
         len(parties),
         make_queries(parties, options.queries, rng),
         make_queries(parties, options.warmup, rng),
+        faults.plan(dataset, infos, parties, options.faulty) if options.faulty else None,
     )
 
 
@@ -407,6 +440,10 @@ async def _run(
     base_port = processes.free_port_block(options.banks + 1)
     kar_port = base_port + options.banks
     registry_path = tmp / "registry.json"
+    plan = workload.faults
+    faults_file = (
+        faults.write_faults_file(tmp / "faults.toml", plan.banks.values()) if plan else None
+    )
     banks = children.start(
         processes.bank_simulator(
             banks=options.banks,
@@ -417,6 +454,7 @@ async def _run(
             kar_port=kar_port,
             tls=tls,
             log=tmp / "banks.log",
+            faults=faults_file,
         )
     )
     await processes.wait_for_file(registry_path, banks, READY_TIMEOUT_S)
@@ -442,12 +480,13 @@ async def _run(
         file=sys.stderr,
     )
     hub_meter = Meter(hub, banks)
+    checker = faults.Checker(plan, workload.queries, options.baseline_queries) if plan else None
     # The enforcement authority calls through the tax administration's component.
     token = DevTokens(keys, AGENCY)
     async with HubClient(
         target, tls=client_tls(certs), token=token, insecure=certs is None
     ) as client:
-        warm = await warm_up(client, workload.warmup, options, hub)
+        warm = await warm_up(client, workload.warmup, options, hub, plan.banks if plan else ())
         hub_run = await drive_hub(
             client,
             workload.queries,
@@ -456,6 +495,7 @@ async def _run(
             time_limit=options.duration_limit,
             meter=hub_meter,
             progress=True,
+            checker=checker,
         )
     hub_rss = processes.peak_rss_mb(hub.pid)
     banks_rss = processes.tree_peak_rss_mb(banks.pid)
@@ -471,7 +511,7 @@ async def _run(
         endpoints = _direct_endpoints(Registry.load(registry_path), kar_port, certs)
         async with direct.DirectClient(endpoints) as direct_client:
             try:
-                await direct_client.connect()
+                await direct_client.connect(skip=plan.down() if plan else ())
             except TimeoutError:
                 raise banks.failed("direct: cannot connect to every bank and KAR") from None
             direct_meter.start()
@@ -480,6 +520,7 @@ async def _run(
                 direct_queries,
                 concurrency=options.baseline_concurrency,
                 time_limit=options.duration_limit,
+                keep=checker is not None,
             )
             direct_meter.stop()
         baseline = {
@@ -502,7 +543,7 @@ async def _run(
             "driver_cpu_s": round(direct_meter.driver_s, 2),
             "timed_out": direct_run.timed_out,
         }
-    return _report(
+    result = _report(
         options=options,
         workload=workload,
         run=hub_run,
@@ -514,6 +555,9 @@ async def _run(
         certs=certs,
         warm=warm,
     )
+    if checker is not None:
+        result.update(_fault_report(checker, hub_run, direct_run))
+    return result
 
 
 def _rate(count: int, seconds: float) -> float:
@@ -633,8 +677,46 @@ def _report(
     }
 
 
+def _fault_report(
+    checker: faults.Checker, run: HubRun, direct_run: direct.DirectResult | None
+) -> report.Report:
+    """The report's part for a run with faulty banks: outcomes, per-faulty-bank figures and
+    the checks (``checks.passed`` decides the exit status)."""
+    compared = mismatched = 0
+    if direct_run is not None and direct_run.details is not None:
+        compared, mismatched = checker.compare(direct_run.details)
+    lost = run.queries - run.answered
+    problems = [
+        f"{check}: {count:,} (e.g. {checker.examples[check]})"
+        for check, count in checker.violations.most_common()
+    ]
+    if lost:
+        problems.append(f"{lost:,} queries got no summary")
+    if run.refused:
+        problems.append(f"{run.refused:,} queries refused by the hub")
+    if run.duplicate_summaries or run.unknown_ids or run.stream_error or run.timed_out:
+        problems.append("the stream did not end cleanly (see the notes)")
+    if direct_run is not None and compared == 0:
+        problems.append("no bank answer compared with the direct baseline")
+    problems += checker.fault_not_seen()
+    return {
+        "faulty": len(checker.plan.banks),
+        "bank_outcomes": dict(checker.outcomes.most_common()),
+        "faulty_banks": checker.figures()["banks"],
+        "checks": {
+            "passed": not problems,
+            "lost_queries": lost,
+            "violations": dict(checker.violations.most_common()),
+            "answers_compared_with_direct": compared,
+            "answers_differing_from_direct": mismatched,
+            "problems": problems,
+        },
+    }
+
+
 def run(args: argparse.Namespace) -> int:
-    """Runs the scenario; 0 when every query got its summary from every bank, 1 otherwise."""
+    """Runs the scenario; 0 when every query got its summary from every bank (with
+    ``--faulty``: when the checks passed), 1 otherwise."""
     options = Options.from_args(args)
     print("preparing queries", file=sys.stderr)
     workload = prepare(options)
@@ -656,6 +738,11 @@ def run(args: argparse.Namespace) -> int:
     if options.json is not None:
         summary = report.write(options.json, result)
         print(f"wrote {options.json} and {summary}", file=sys.stderr)
+    if "checks" in result:
+        passed = bool(result["checks"]["passed"])
+        for problem in result["checks"]["problems"]:
+            print(f"check failed: {problem}", file=sys.stderr)
+        return 0 if passed else 1
     # The simulated banks never fail nor refuse: any failure or refusal is the hub's doing.
     healthy = result["answered"] == result["queries"] and not (
         result["refused"] or result["bank_failures"]

@@ -324,6 +324,7 @@ def bank_simulator(
     kar_port: int,
     tls: Tls,
     log: Path,
+    faults: Path | None = None,
 ) -> Child:
     return Child(
         "bank simulator",
@@ -335,6 +336,7 @@ def bank_simulator(
             "--processes", str(processes),
             "--registry-out", str(registry),
             "--kar-port", str(kar_port),
+            *(["--faults", str(faults)] if faults is not None else []),
             *tls.args(),
         ],
         log,

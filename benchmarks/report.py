@@ -151,6 +151,34 @@ def _setup_line(report: Mapping[str, Any]) -> str:
     )
 
 
+def _fault_lines(report: Mapping[str, Any]) -> list[str]:
+    """A run with faulty banks: each one's fault and outcomes, all outcomes, the checks."""
+    if "faulty_banks" not in report:
+        return []
+    lines = ["", f"Faulty banks ({report['faulty']}):", ""]
+    for bank in report["faulty_banks"]:
+        outcomes = ", ".join(f"{key} {count:,}" for key, count in bank["outcomes"].items())
+        elapsed = bank["hub_elapsed_ms"]
+        lines.append(
+            f"- {bank['bank_id']} ({bank['name']}, named by KAR for "
+            f"{bank['kar_share']:.1%} of parties), {bank['fault']}: {bank['queries']:,} "
+            f"queries; {outcomes}; hub p50/p99 {elapsed['p50']:,.0f}/{elapsed['p99']:,.0f} ms"
+        )
+    outcomes = ", ".join(f"{key} {count:,}" for key, count in report["bank_outcomes"].items())
+    checks = report["checks"]
+    lines += [
+        "",
+        f"Bank outcomes, all banks: {outcomes}.",
+        "",
+        f"Checks {'passed' if checks['passed'] else 'FAILED'}: "
+        f"{checks['lost_queries']:,} queries lost, "
+        f"{checks['answers_compared_with_direct']:,} bank answers compared with the direct "
+        f"baseline, {checks['answers_differing_from_direct']:,} differing.",
+    ]
+    lines += [f"- {problem}" for problem in checks["problems"]]
+    return lines
+
+
 def markdown(report: Mapping[str, Any]) -> str:
     lines = [
         f"# Benchmark: {report['scenario']}",
@@ -172,6 +200,7 @@ def markdown(report: Mapping[str, Any]) -> str:
     notes: Sequence[str] = report.get("notes", ())
     if notes:
         lines += ["", *[f"- {note}" for note in notes]]
+    lines += _fault_lines(report)
     return "\n".join(lines) + "\n"
 
 
@@ -187,4 +216,5 @@ def table(report: Mapping[str, Any]) -> str:
             f"speedup: {report['speedup']:.1f}x (fully answered: {report['speedup_good']:.1f}x)"
         )
     out += [f"note: {note}" for note in report.get("notes", ())]
+    out += [line for line in _fault_lines(report) if line]
     return "\n".join(out)

@@ -135,6 +135,7 @@ def _bank_simulate(args: argparse.Namespace) -> int:
         cert=args.tls_cert or (args.certs / "bank.pem" if args.certs else None),
         key=args.tls_key or (args.certs / "bank.key" if args.certs else None),
         client_ca=args.tls_ca or (args.certs / "ca.pem" if args.certs else None),
+        faults=args.faults,
     )
     return run(options)
 
@@ -369,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--kar-port", type=int, help="also serve dsop.kar.v1 on this port")
     sim.add_argument("--rest-banks", type=int, default=0, help="the last N banks speak REST")
     sim.add_argument("--kar-rest-port", type=int, help="also serve the KAR REST API v1 here")
+    sim.add_argument("--faults", type=Path, help="faults per bank (TOML); SIGHUP re-reads it")
     _add_server_tls(sim, "bank")
     sim.set_defaults(run=_bank_simulate)
 

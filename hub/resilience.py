@@ -85,17 +85,51 @@ class CallPolicy:
 
 
 class RetryBudget:
-    """A token bucket: every call earns ``ratio`` of a retry, a retry spends one."""
+    """Retries may be at most ``ratio`` of the calls of the last ``window`` seconds, plus
+    ``burst`` (Finagle's retry budget): every call earns ``ratio`` of a retry, a retry spends
+    one, and unspent retries are capped at what the window's calls earned.
 
-    def __init__(self, ratio: float, burst: float = 10.0) -> None:
+    The cap follows the traffic because requests travel in batches: the errors of one batched
+    answer arrive together, and a fixed cap below their number refuses retries the ratio
+    allows (at a steady 5% of errors, a cap of 10 let half the failed calls go unretried).
+    """
+
+    __slots__ = ("_calls", "_now", "_total", "burst", "clock", "ratio", "tokens")
+
+    def __init__(
+        self,
+        ratio: float,
+        burst: float = 10.0,
+        window: int = 10,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ratio = ratio
         self.burst = burst
         self.tokens = burst
+        self.clock = clock
+        #: Calls per second of the window, a ring indexed by the second; and their sum.
+        self._calls = [0] * window
+        self._total = 0
+        self._now = int(clock())
+
+    def _cap(self) -> float:
+        now = int(self.clock())
+        if now != self._now:
+            calls = self._calls
+            for second in range(max(self._now + 1, now - len(calls) + 1), now + 1):
+                self._total -= calls[second % len(calls)]
+                calls[second % len(calls)] = 0
+            self._now = now
+        return self.burst + self.ratio * self._total
 
     def earn(self) -> None:
-        self.tokens = min(self.burst, self.tokens + self.ratio)
+        cap = self._cap()
+        self._calls[self._now % len(self._calls)] += 1
+        self._total += 1
+        self.tokens = min(cap + self.ratio, self.tokens + self.ratio)
 
     def spend(self) -> bool:
+        self.tokens = min(self.tokens, self._cap())
         if self.tokens >= 1.0:
             self.tokens -= 1.0
             return True
@@ -254,7 +288,8 @@ class Call:
         request.timeout_ms = max(1, int((self.deadline - now) * 1000))
         self.live[request.id] = now
         self.attempts += 1
-        bank.budget.earn()
+        if self.attempts == 1:
+            bank.budget.earn()  # a tenth of the calls, not of the attempts (retries, hedges)
         delay = bank.hedge_delay()
         if delay is not None and self.attempts == 1:
             self.hedge_timer = asyncio.get_running_loop().call_later(delay, self.hedge)

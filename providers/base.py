@@ -29,6 +29,9 @@ Resp = TypeVar("Resp")
 EXCHANGE_FLUSH_ITEMS: Final = 1000
 #: Batches of one Exchange stream processed at once; more wait (flow control to the hub).
 EXCHANGE_CONCURRENCY: Final = 8
+#: Requests of one Exchange stream answered at once by a ``concurrent`` provider (as many as
+#: EXCHANGE_CONCURRENCY full batches from the hub); more wait, as batches do.
+EXCHANGE_CONCURRENT_REQUESTS: Final = 8000
 
 
 class StreamBroken(Exception):
@@ -133,18 +136,45 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
     async def Exchange(self, request_iterator, context):  # type: ignore[no-untyped-def]
         """Batches are answered concurrently (up to EXCHANGE_CONCURRENCY at once); inside a
         batch, requests are answered in order, or each on its own when the provider says it
-        is ``concurrent``. Answers are written as they are ready, several per message."""
+        is ``concurrent`` (up to EXCHANGE_CONCURRENT_REQUESTS at once: a slow request then
+        holds up neither its batch nor the batches after it). Answers are written as they are
+        ready, several per message."""
         out: asyncio.Queue[bank_pb2.ExchangeResponse | None] = asyncio.Queue(maxsize=64)
         slots = asyncio.Semaphore(EXCHANGE_CONCURRENCY)
+        requests = asyncio.Semaphore(EXCHANGE_CONCURRENT_REQUESTS)
+        # Requests answered each on its own share one outbox: the answers ready in one turn
+        # of the loop travel in one message, as a batch's do, not one message each.
+        shared = _SharedOutbox(out)
         workers: set[asyncio.Task[None]] = set()
         # Requests the hub no longer wants (cancelled, or given up on after their timeout):
         # skipped if not yet started, stopped between transaction pages if running.
         dropped: set[int] = set()
         broken = asyncio.Event()
 
+        def spawn(work: Awaitable[None]) -> None:
+            task = asyncio.ensure_future(work)
+            workers.add(task)
+            task.add_done_callback(workers.discard)
+
+        async def answer_alone(request: bank_pb2.BankRequest, read_at: float) -> None:
+            try:
+                await self._answer(request, shared, dropped, read_at)
+                await shared.settle()
+            except StreamBroken:
+                broken.set()
+            finally:
+                requests.release()
+
         async def answer(batch: bank_pb2.ExchangeRequest) -> None:
             try:
-                await self._answer_batch(batch, out, dropped)
+                if self.provider.concurrent:
+                    # The batch's slot is held only until its requests are under way.
+                    read_at = time.monotonic()
+                    for request in _wanted(batch, dropped):
+                        await requests.acquire()
+                        spawn(answer_alone(request, read_at))
+                else:
+                    await self._answer_batch(batch, out, dropped)
             except StreamBroken:
                 broken.set()
             finally:
@@ -157,10 +187,9 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
                         if request.HasField("cancel"):
                             dropped.add(request.cancel.request_id)
                     await slots.acquire()
-                    task = asyncio.create_task(answer(batch))
-                    workers.add(task)
-                    task.add_done_callback(workers.discard)
-                if workers:
+                    spawn(answer(batch))
+                # A batch still starting may add workers while the others are awaited.
+                while workers:
                     await asyncio.wait(set(workers))
             finally:
                 await out.put(None)
@@ -196,34 +225,11 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
         out: asyncio.Queue[bank_pb2.ExchangeResponse | None],
         dropped: set[int],
     ) -> None:
+        """Answers a batch's requests one after another (a provider that is not concurrent)."""
         read_at = time.monotonic()
-        wanted = []
-        for request in batch.requests:
-            if request.HasField("cancel"):
-                continue
-            if request.id in dropped:
-                dropped.discard(request.id)
-                continue
-            wanted.append(request)
-        if self.provider.concurrent:
-            await asyncio.gather(
-                *(self._answer_alone(request, out, dropped, read_at) for request in wanted)
-            )
-            return
         outbox = _Outbox(out)
-        for request in wanted:
+        for request in _wanted(batch, dropped):
             await self._answer(request, outbox, dropped, read_at)
-        await outbox.flush()
-
-    async def _answer_alone(
-        self,
-        request: bank_pb2.BankRequest,
-        out: asyncio.Queue[bank_pb2.ExchangeResponse | None],
-        dropped: set[int],
-        read_at: float,
-    ) -> None:
-        outbox = _Outbox(out)
-        await self._answer(request, outbox, dropped, read_at)
         await outbox.flush()
 
     async def _answer(
@@ -280,6 +286,19 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
             _fail(outbox.response, request.id, _internal(exc).to_proto())
 
 
+def _wanted(batch: bank_pb2.ExchangeRequest, dropped: set[int]) -> list[bank_pb2.BankRequest]:
+    """The batch's requests to answer: not cancel notices, nor requests already dropped."""
+    wanted = []
+    for request in batch.requests:
+        if request.HasField("cancel"):
+            continue
+        if request.id in dropped:
+            dropped.discard(request.id)
+            continue
+        wanted.append(request)
+    return wanted
+
+
 _RESULT_FIELDS: Final = {
     bank_pb2.ListAccountsResponse: "accounts",
     bank_pb2.GetAccountDetailsResponse: "account_details",
@@ -308,6 +327,35 @@ class _Outbox:
             await self.out.put(self.response)
             self.response = bank_pb2.ExchangeResponse()
         self.items = 0
+
+
+class _SharedOutbox(_Outbox):
+    """An outbox many requests answer into at once (a concurrent provider's)."""
+
+    __slots__ = ("_turn",)
+
+    def __init__(self, out: asyncio.Queue[bank_pb2.ExchangeResponse | None]) -> None:
+        super().__init__(out)
+        self._turn: asyncio.Future[None] | None = None
+
+    async def settle(self) -> None:
+        """Returns once the answers added so far are on their way. The first caller in a turn
+        of the event loop lets the others of that turn add theirs, then flushes for all; a
+        full queue holds them all back (flow control to the hub, as for batches)."""
+        turn = self._turn
+        if turn is not None:
+            await turn
+            return
+        turn = self._turn = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.sleep(0)
+            self._turn = None  # answers added from now on go with the next flush
+            await self.flush()
+        finally:
+            if self._turn is turn:
+                self._turn = None
+            if not turn.done():
+                turn.set_result(None)
 
 
 def _last_answer(

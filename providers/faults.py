@@ -4,16 +4,34 @@
 from code or, in `dsop bank simulate`, by editing the faults file and sending SIGHUP), adds
 latency (fixed, or a slow tail), errors with a chosen ACC code, hangs, breaks the stream,
 answers with the wrong kind of message, pads answers beyond any sane size, or answers about
-the wrong party, account or bank.
+the wrong party, account or bank. A bank that is *down* (its port closed) is the host's to
+bring about: :func:`load_faults_file` reads it like the rest, `dsop bank simulate` acts on it.
+
+The faults file (TOML) has one table per faulty bank, named by its organisation number, and
+optionally a ``[default]`` table for every bank not named; the keys are :class:`Faults`'
+field names::
+
+    [default]
+    latency = 0.002
+
+    [974761076]
+    tail_rate = 0.02
+    tail_latency = 3.0
+
+    [912345674]
+    down = true
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
-from collections.abc import AsyncIterator, Mapping
+import tomllib
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 from dsop.controlinfo.v2 import bank_pb2
 from providers.base import BankProvider, StreamBroken
@@ -43,29 +61,114 @@ class Faults:
     wrong_party: bool = False
     wrong_account: bool = False
     wrong_bank: bool = False
+    #: The bank's port is closed: callers get "connection refused", as from a bank that is
+    #: down (unlike ``hang``, where it accepts and never answers). Acted on by the host
+    #: (`dsop bank simulate`), which stops and restarts the bank's server; a
+    #: :class:`FaultyBank` itself ignores it.
+    down: bool = False
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], where: str = "faults") -> Faults:
+        """Faults from a mapping of field names (a TOML table); ValueError naming
+        ``where.key`` for an unknown key, a value of the wrong type or out of range."""
         known = {f.name: f for f in fields(cls)}
-        for key in raw:
+        for key, value in raw.items():
             if key not in known:
                 raise ValueError(f"{where}.{key}: unknown fault (known: {', '.join(known)})")
+            problem = _check_value(key, value, getattr(_DEFAULT, key))
+            if problem is not None:
+                raise ValueError(f"{where}.{key}: {problem}")
         faults = cls(**raw)
         if faults.error_code not in ACC_STATUS:
             raise ValueError(f"{where}.error_code: unknown ACC code {faults.error_code!r}")
         return faults
 
+    @property
+    def waits(self) -> bool:
+        """Whether answers wait (latency, a slow tail, a hang): they are then answered each
+        on its own, as a bank waiting on I/O would, not one after another."""
+        return self.hang or self.latency > 0 or (self.tail_rate > 0 and self.tail_latency > 0)
+
+
+_DEFAULT: Final = Faults()
+_RATES: Final = frozenset({"tail_rate", "error_rate"})
+
+
+def _check_value(key: str, value: object, default: object) -> str | None:
+    """What is wrong with ``value`` for the field ``key`` (whose default is ``default``)."""
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else f"expected true or false, got {value!r}"
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"expected a whole number, got {value!r}"
+        least = -1 if key == "crash_after_pages" else 0  # -1: never
+        return None if value >= least else f"must be {least} or more, got {value}"
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"expected a number, got {value!r}"
+        if not math.isfinite(value) or value < 0:
+            return f"must be a finite number >= 0, got {value!r}"
+        if key in _RATES and value > 1:
+            return f"is a share of requests, 0 to 1, got {value!r}"
+        return None
+    return None if isinstance(value, str) else f"expected a string, got {value!r}"
+
+
+#: The table of the faults file that applies to every bank not named.
+DEFAULT_TABLE: Final = "default"
+
+
+def load_faults_file(path: Path, bank_ids: Collection[str]) -> dict[str, Faults]:
+    """Each bank's faults (``bank_ids`` all present) from a faults file (see the module).
+
+    Raises ValueError naming the file, the table and the key for a file that is not TOML,
+    a table that is neither ``default`` nor a known bank, or a bad value.
+    """
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not TOML: {exc}") from None
+    known = set(bank_ids)
+    tables: dict[str, Mapping[str, Any]] = {}
+    for name, table in raw.items():
+        if not isinstance(table, dict):
+            raise ValueError(
+                f"{path}: {name}: expected a table [{name}] of faults, got a value"
+                if name in known or name == DEFAULT_TABLE
+                else f"{path}: {name}: not a table; faults go in [default] or [<bank orgno>]"
+            )
+        if name != DEFAULT_TABLE and name not in known:
+            raise ValueError(f"{path}: [{name}]: no such bank (a table per bank orgno)")
+        tables[name] = table
+    default = Faults.from_dict(tables.get(DEFAULT_TABLE, {}), f"{path}: [{DEFAULT_TABLE}]")
+    faults = {}
+    for bank_id in bank_ids:
+        table = tables.get(bank_id)
+        if table is None:
+            faults[bank_id] = default
+            continue
+        # A bank's table overrides the default key by key.
+        named = Faults.from_dict(table, f"{path}: [{bank_id}]")
+        faults[bank_id] = replace(default, **{key: getattr(named, key) for key in table})
+    return faults
+
 
 class FaultyBank(BankProvider):
     """A provider that misbehaves as its ``faults`` say; otherwise it is ``inner``."""
-
-    concurrent = True  # latency is simulated per request, as a real bank's I/O would be
 
     def __init__(self, inner: BankProvider, faults: Faults, seed: int = 0) -> None:
         self.inner = inner
         self.bank_id = inner.bank_id
         self.faults = faults
         self.random = random.Random(seed)
+
+    @property
+    def concurrent(self) -> bool:  # type: ignore[override]
+        # Latency is simulated per request, as a real bank's I/O would be; without it the
+        # bank answers as its inner provider does, so a fault-free wrapper costs little.
+        return self.faults.waits or self.inner.concurrent
 
     async def _before(self) -> None:
         faults = self.faults

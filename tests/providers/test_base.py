@@ -3,6 +3,7 @@ standard's codes with rich details."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -11,7 +12,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from dsop.controlinfo.v2 import bank_pb2, bank_pb2_grpc, model_pb2
-from providers.base import BankProvider
+from providers.base import EXCHANGE_CONCURRENCY, BankProvider
 from providers.errors import BankError
 from providers.server import start_bank
 
@@ -130,3 +131,38 @@ async def test_exchange_agrees_with_per_api_rpcs(stub: bank_pb2_grpc.BankService
     assert answers[5][0].error.code == "ACC-012"
     assert answers[6][0].error.code == "ACC-001"
     assert all(not r[-1].has_more for r in answers.values())
+
+
+class SlowForSome(TinyBank):
+    """Waits 1 s before listing the accounts of party "slow", as a bank waiting on its core
+    system would; answers everything else at once."""
+
+    concurrent = True
+
+    async def list_accounts(
+        self, request: bank_pb2.ListAccountsRequest
+    ) -> bank_pb2.ListAccountsResponse:
+        if request.party_id == "slow":
+            await asyncio.sleep(1.0)
+        return await super().list_accounts(request)
+
+
+async def test_a_slow_answer_holds_up_neither_its_batch_nor_later_batches() -> None:
+    hosted = await start_bank(SlowForSome())
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{hosted.port}")
+    try:
+        call = bank_pb2_grpc.BankServiceStub(channel).Exchange()
+        # As many batches with a slow request as the stream answers at once, then one more.
+        for batch in range(EXCHANGE_CONCURRENCY + 1):
+            request = bank_pb2.ExchangeRequest()
+            request.requests.add(id=2 * batch + 1).accounts.party_id = "slow"
+            request.requests.add(id=2 * batch + 2).accounts.party_id = "fast"
+            await call.write(request)
+        await call.done_writing()
+        order = [r.id async for message in call for r in message.responses]
+    finally:
+        await channel.close()
+        await hosted.server.stop(None)
+    assert sorted(order) == list(range(1, 2 * EXCHANGE_CONCURRENCY + 3))
+    fast = [i for i in order if i % 2 == 0]
+    assert order[: len(fast)] == fast, "every fast answer comes before any slow one"
