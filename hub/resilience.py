@@ -287,6 +287,12 @@ class Call:
         else:
             self._finish(response, 0, success=True)
 
+    def credit(self, pages: int) -> None:
+        """The agency took ``pages`` pages of this (paced transactions) call: the bank may send
+        as many more."""
+        if not self.done and self.committed:
+            self.bank.client.credit(self.committed, pages)
+
     def _retry(self) -> None:
         if not self.done:
             self.send()

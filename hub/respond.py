@@ -20,14 +20,21 @@ log = logging.getLogger(__name__)
 
 
 class Outgoing:
-    """One event of one query on its way out; ``data`` is set by the encode stage."""
+    """One event of one query on its way out; ``data`` is set by the encode stage.
+    ``on_sent``, if any, runs once the event has been handed to the agency's stream."""
 
-    __slots__ = ("ctx", "data", "event")
+    __slots__ = ("ctx", "data", "event", "on_sent")
 
-    def __init__(self, ctx: QueryContext, event: hub_pb2.QueryEvent) -> None:
+    def __init__(
+        self,
+        ctx: QueryContext,
+        event: hub_pb2.QueryEvent,
+        on_sent: Callable[[], None] | None = None,
+    ) -> None:
         self.ctx = ctx
         self.event = event
         self.data = b""
+        self.on_sent = on_sent
 
 
 #: An outbound stage: takes a batch of events, returns those that go on.
@@ -65,10 +72,15 @@ class Egress:
         self._worker: asyncio.Task[None] | None = None
         self.batches = 0
 
-    def emit(self, ctx: QueryContext, event: hub_pb2.QueryEvent) -> None:
+    def emit(
+        self,
+        ctx: QueryContext,
+        event: hub_pb2.QueryEvent,
+        on_sent: Callable[[], None] | None = None,
+    ) -> None:
         if not self._buffer:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._buffer.append(Outgoing(ctx, event))
+        self._buffer.append(Outgoing(ctx, event, on_sent))
 
     def _flush(self) -> None:
         batch, self._buffer = self._buffer, []
@@ -123,7 +135,7 @@ class RespondStage:
     async def __call__(self, batch: list[Outgoing]) -> list[Outgoing]:
         for item in batch:
             ctx = item.ctx
-            ctx.sink.send(ctx, item.data)
+            ctx.sink.send(ctx, item.data, item.on_sent)
             if item.event.HasField("summary"):
                 ctx.finished = True
                 ctx.sink.finished(ctx)
@@ -138,12 +150,19 @@ class StreamSink:
 
     ``window`` bounds the queries in flight on the stream: the reader of the agency's requests
     waits for room, so an agency that sends faster than banks answer slows its own stream.
+    Events sent with an ``on_sent`` callback (transaction pages) get it called once the
+    server has written the messages holding them and asks for more: that is what paces a
+    bank's pages to the agency's reading (see hub.fanout.PAGE_WINDOW), so what waits here
+    for a slow reader stays bounded.
     """
 
     def __init__(self, window: int) -> None:
         self.window = window
         self.in_flight: dict[str, QueryContext] = {}
         self._events: list[bytes] = []
+        #: Callbacks of the events in ``_events``; then of those handed out, not yet written.
+        self._on_sent: list[Callable[[], None]] = []
+        self._handed_out: list[Callable[[], None]] = []
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -162,9 +181,18 @@ class StreamSink:
     async def wait_for_room(self) -> None:
         await self._room.wait()
 
-    def send(self, ctx: QueryContext, event: bytes) -> None:
+    def send(
+        self, ctx: QueryContext, event: bytes, on_sent: Callable[[], None] | None = None
+    ) -> None:
         self._events.append(frame(1, event))
+        if on_sent is not None:
+            self._on_sent.append(on_sent)
         self._wake.set()
+
+    @property
+    def buffered(self) -> int:
+        """Events waiting to be handed to the server."""
+        return len(self._events)
 
     def finished(self, ctx: QueryContext) -> None:
         if self.in_flight.get(ctx.query.query_id) is ctx:
@@ -180,13 +208,18 @@ class StreamSink:
         self._wake.set()
 
     async def messages(self) -> Sequence[bytes]:
-        """Encoded ``QueryStreamResponse`` messages ready now; empty when the stream is done."""
+        """Encoded ``QueryStreamResponse`` messages ready now; empty when the stream is done.
+        Called again, it takes the messages it returned before as written."""
+        written, self._handed_out = self._handed_out, []
+        for on_sent in written:
+            on_sent()
         while not self._events:
             if self._closing and not self.in_flight:
                 return ()
             self._wake.clear()
             await self._wake.wait()
         events, self._events = self._events, []
+        self._handed_out, self._on_sent = self._on_sent, []
         out = []
         start = size = 0
         for index, item in enumerate(events):
@@ -200,18 +233,37 @@ class StreamSink:
 
 
 class SingleSink:
-    """The outbox of one ``Query`` call: each event is one ``QueryResponse``."""
+    """The outbox of one ``Query`` call: each event is one ``QueryResponse``; paced like
+    :class:`StreamSink` (an event's ``on_sent`` runs when the next one is asked for)."""
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[bytes | QueryContext] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[bytes, Callable[[], None] | None] | QueryContext] = (
+            asyncio.Queue()
+        )
+        self._handed_out: Callable[[], None] | None = None
 
-    def send(self, ctx: QueryContext, event: bytes) -> None:
+    def send(
+        self, ctx: QueryContext, event: bytes, on_sent: Callable[[], None] | None = None
+    ) -> None:
         if ctx.refusal is None:  # a refused single query ends in an error status instead
-            self._queue.put_nowait(frame(1, event))
+            self._queue.put_nowait((frame(1, event), on_sent))
 
     def finished(self, ctx: QueryContext) -> None:
         self._queue.put_nowait(ctx)
 
+    @property
+    def buffered(self) -> int:
+        """Events waiting to be handed to the server."""
+        return self._queue.qsize()
+
     async def next(self) -> bytes | QueryContext:
-        """The next encoded ``QueryResponse``, or the finished query's context."""
-        return await self._queue.get()
+        """The next encoded ``QueryResponse``, or the finished query's context. Called
+        again, it takes the response it returned before as written."""
+        written, self._handed_out = self._handed_out, None
+        if written is not None:
+            written()
+        item = await self._queue.get()
+        if isinstance(item, QueryContext):
+            return item
+        data, self._handed_out = item
+        return data

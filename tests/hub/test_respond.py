@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from dsop.hub.v1 import hub_pb2
 from hub.context import QueryContext
-from hub.respond import MAX_EVENTS_PER_MESSAGE, StreamSink, frame
+from hub.respond import MAX_EVENTS_PER_MESSAGE, SingleSink, StreamSink, frame
 
 
 @given(st.text(max_size=40_000), st.text(max_size=300))
@@ -68,3 +68,26 @@ async def test_stream_sink_window_blocks_the_reader_until_room() -> None:
     assert not waiter.done()
     sink.finished(a)
     await asyncio.wait_for(waiter, 1)
+
+
+async def test_sinks_report_an_event_sent_only_once_the_server_asks_for_more() -> None:
+    sink = StreamSink(window=10)
+    ctx = _ctx(sink, "a")
+    sink.admit(ctx)
+    sent: list[str] = []
+    sink.send(ctx, b"", lambda: sent.append("page 1"))
+    sink.send(ctx, b"")  # no callback: not paced
+    assert len(await sink.messages()) == 1
+    assert sent == []  # handed out, not yet written
+    sink.send(ctx, b"", lambda: sent.append("page 2"))
+    await sink.messages()
+    assert sent == ["page 1"]
+
+    single = SingleSink()
+    one = QueryContext(hub_pb2.Query(query_id="b"), single, 0)
+    single.send(one, b"", lambda: sent.append("single 1"))
+    single.finished(one)
+    assert await single.next() == frame(1, b"")
+    assert sent == ["page 1"]
+    assert await single.next() is one
+    assert sent == ["page 1", "single 1"]

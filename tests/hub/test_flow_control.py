@@ -1,0 +1,150 @@
+"""Flow control of transaction pages: an agency that reads slowly slows only its own query.
+
+The bank's pages are produced lazily, so pages produced and not yet read by the agency are
+all the hub, the gRPC transports and the bank can be holding for it: bounding that count
+bounds every buffer on the way."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+import clients.client
+from clients.client import CHANNEL_OPTIONS, make_query
+from clients.services import MANDATES
+from dsop.controlinfo.v2 import bank_pb2
+from dsop.hub.v1 import hub_pb2
+from hub.fanout import PAGE_WINDOW
+from providers.base import BankProvider
+from providers.synthetic.dataset import SyntheticDataset
+from tests.support import EnvFactory
+
+TODAY = dt.date.today()
+PAGES = 120
+#: Pages the transport between the hub and the agency may hold beyond the window: the
+#: message gRPC is writing and what the connection's HTTP/2 window and socket buffers take
+#: (the slow agency's channel keeps the 64 kB initial window: with gRPC's BDP probe on, that
+#: window grows to tens of MB on loopback, which is the agency's choice, not the hub's). A
+#: response message holds up to 4 MB, about 11 pages of 350 kB.
+TRANSPORT_SLACK = 12
+
+
+class ManyPages(BankProvider):
+    """Delegates to a synthetic bank but answers every transactions request with ``PAGES``
+    copies of one real page (1000 transactions), counting the pages it produced."""
+
+    def __init__(self, inner: BankProvider, page: bank_pb2.ListTransactionsResponse) -> None:
+        self.inner = inner
+        self.bank_id = inner.bank_id
+        self.page = page
+        self.produced: dict[str, int] = {}
+
+    async def list_accounts(self, request):  # type: ignore[no-untyped-def]
+        return await self.inner.list_accounts(request)
+
+    async def list_transactions(  # type: ignore[override]
+        self, request: bank_pb2.ListTransactionsRequest
+    ) -> AsyncIterator[bank_pb2.ListTransactionsResponse]:
+        case = request.context.account_info_request_id
+        for _ in range(PAGES):
+            self.produced[case] = self.produced.get(case, 0) + 1
+            yield self.page
+
+
+def _transactions(reference: str, bank_id: str) -> hub_pb2.Query:
+    return make_query(
+        service="skatt-kontroll",
+        legal_mandate=MANDATES["skatt-kontroll"],
+        operation=hub_pb2.OPERATION_TRANSACTIONS,
+        account_reference=reference,
+        banks=[bank_id],
+        requester_id="saksbehandler-1",
+        from_date=(TODAY - dt.timedelta(days=90)).isoformat(),
+        to_date=TODAY.isoformat(),
+    )
+
+
+async def test_a_slow_reader_holds_a_bounded_number_of_pages_and_slows_no_one_else(
+    make_env: EnvFactory, dataset: SyntheticDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    party = dataset.find_party("huge_transactions")
+    relation = dataset.relations(party, TODAY, TODAY)[0]
+    bank_id = relation.organization_id
+    data = dataset.bank(bank_id)
+    account = data.list_accounts(party, True, TODAY, TODAY).accounts[0]
+    page = bank_pb2.ListTransactionsResponse()
+    page.transactions.extend(
+        next(
+            iter(
+                data.iter_transactions(
+                    account.account_reference, TODAY - dt.timedelta(days=90), TODAY
+                )
+            )
+        )
+    )
+    assert len(page.transactions) == 1000
+    wrapped: list[ManyPages] = []
+
+    def wrap(provider: BankProvider) -> BankProvider:
+        if provider.bank_id != bank_id:
+            return provider
+        wrapped.append(ManyPages(provider, page))
+        return wrapped[0]
+
+    env = await make_env(wrap)
+    bank = wrapped[0]
+    slow_query = _transactions(account.account_reference, bank_id)
+    fast_query = _transactions(account.account_reference, bank_id)
+    other = env.client()
+    monkeypatch.setattr(
+        clients.client, "CHANNEL_OPTIONS", (*CHANNEL_OPTIONS, ("grpc.http2.bdp_probe", 0))
+    )
+    slow = env.client()
+    async with slow, other:
+        # The slow agency reads one page, then stops reading.
+        slow_events = slow.stream([slow_query], batch_size=1)
+        first = await anext(slow_events)
+        assert first.result.has_more
+        await asyncio.sleep(1.0)
+        stalled_at = bank.produced[slow_query.case_id]
+        await asyncio.sleep(0.5)
+        assert bank.produced[slow_query.case_id] == stalled_at  # no more while not read
+
+        # Meanwhile, another agency at the same bank (the same hub -> bank Exchange stream):
+        # accounts queries and a whole transactions query, read at full speed.
+        started = time.monotonic()
+        accounts = make_query(
+            service="skatt-kontroll",
+            legal_mandate=MANDATES["skatt-kontroll"],
+            operation=hub_pb2.OPERATION_ACCOUNTS,
+            party_id=party,
+            banks=[bank_id],
+            requester_id="saksbehandler-1",
+        )
+        answered = [e async for e in other.query(accounts, timeout=10) if e.HasField("summary")]
+        accounts_s = time.monotonic() - started
+        pages = 0
+        async for event in other.stream([fast_query], batch_size=1):
+            if event.HasField("result"):
+                pages += 1
+            else:
+                assert event.summary.banks_answered == 1
+        fast_s = time.monotonic() - started
+
+        # The slow query's bank kept to the window while its agency did not read.
+        assert bank.produced[slow_query.case_id] == stalled_at
+        assert stalled_at <= 1 + PAGE_WINDOW + TRANSPORT_SLACK < PAGES
+        assert len(answered) == 1 and accounts_s < 2.0
+        assert pages == PAGES and fast_s < 30
+
+        # The slow agency reads on and gets every page, and a complete summary.
+        rest = [event async for event in slow_events]
+    results = [e.result for e in [first, *rest] if e.HasField("result")]
+    assert len(results) == PAGES
+    assert [r.has_more for r in results] == [True] * (PAGES - 1) + [False]
+    assert rest[-1].summary.banks_answered == 1
+    assert bank.produced[slow_query.case_id] == PAGES
