@@ -160,8 +160,9 @@ class StreamSink:
         self.window = window
         self.in_flight: dict[str, QueryContext] = {}
         self._events: list[bytes] = []
-        #: Callbacks of the events in ``_events``; then of those handed out, not yet written.
-        self._on_sent: list[Callable[[], None]] = []
+        #: Callbacks of events in ``_events`` (by index); then of those handed out, not yet
+        #: written.
+        self._on_sent: list[tuple[int, Callable[[], None]]] = []
         self._handed_out: list[Callable[[], None]] = []
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -184,9 +185,10 @@ class StreamSink:
     def send(
         self, ctx: QueryContext, event: bytes, on_sent: Callable[[], None] | None = None
     ) -> None:
-        self._events.append(frame(1, event))
+        events = self._events
+        events.append(frame(1, event))
         if on_sent is not None:
-            self._on_sent.append(on_sent)
+            self._on_sent.append((len(events) - 1, on_sent))
         self._wake.set()
 
     @property
@@ -208,8 +210,11 @@ class StreamSink:
         self._wake.set()
 
     async def messages(self) -> Sequence[bytes]:
-        """Encoded ``QueryStreamResponse`` messages ready now; empty when the stream is done.
-        Called again, it takes the messages it returned before as written."""
+        """The next encoded ``QueryStreamResponse`` message (up to MAX_EVENTS_PER_MESSAGE
+        events or MAX_BYTES_PER_MESSAGE), as a sequence of one; empty when the stream is done.
+        Called again, it takes the message it returned before as written. One message at a
+        time, so pages are reported sent (and their bank credited) as each message goes out,
+        not after a whole backlog did."""
         written, self._handed_out = self._handed_out, []
         for on_sent in written:
             on_sent()
@@ -218,18 +223,24 @@ class StreamSink:
                 return ()
             self._wake.clear()
             await self._wake.wait()
-        events, self._events = self._events, []
-        self._handed_out, self._on_sent = self._on_sent, []
-        out = []
-        start = size = 0
-        for index, item in enumerate(events):
+        events = self._events
+        count = size = 0
+        for item in events:
+            count += 1
             size += len(item)
-            if index - start + 1 >= MAX_EVENTS_PER_MESSAGE or size >= MAX_BYTES_PER_MESSAGE:
-                out.append(b"".join(events[start : index + 1]))
-                start, size = index + 1, 0
-        if start < len(events):
-            out.append(b"".join(events[start:]))
-        return out
+            if count >= MAX_EVENTS_PER_MESSAGE or size >= MAX_BYTES_PER_MESSAGE:
+                break
+        if count == len(events):
+            self._events = []
+            self._handed_out = [on_sent for _, on_sent in self._on_sent]
+            self._on_sent = []
+            return (b"".join(events),)
+        self._events = events[count:]
+        self._handed_out = [on_sent for index, on_sent in self._on_sent if index < count]
+        self._on_sent = [
+            (index - count, on_sent) for index, on_sent in self._on_sent if index >= count
+        ]
+        return (b"".join(events[:count]),)
 
 
 class SingleSink:

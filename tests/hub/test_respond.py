@@ -46,8 +46,9 @@ async def test_stream_sink_splits_messages_and_ends_when_closed_and_idle() -> No
         event.result.bank_id = str(index)
         events.append(event)
         sink.send(ctx, event.SerializeToString())
-    messages = await sink.messages()
+    messages = [*await sink.messages(), *await sink.messages()]  # one message at a time
     assert len(messages) == 2
+    assert len(hub_pb2.QueryStreamResponse.FromString(messages[0]).events) == MAX_EVENTS_PER_MESSAGE
     received = [e for m in messages for e in hub_pb2.QueryStreamResponse.FromString(m).events]
     assert received == events
     sink.close()
@@ -82,12 +83,28 @@ async def test_sinks_report_an_event_sent_only_once_the_server_asks_for_more() -
     sink.send(ctx, b"", lambda: sent.append("page 2"))
     await sink.messages()
     assert sent == ["page 1"]
+    # A backlog goes out a message at a time, each message's pages reported on their own.
+    for index in range(MAX_EVENTS_PER_MESSAGE + 1):
+        sink.send(
+            ctx,
+            b"",
+            (lambda i=index: sent.append(f"backlog {i}")) if index in (0, 999, 1000) else None,
+        )
+    await sink.messages()
+    assert sent == ["page 1", "page 2"]
+    await sink.messages()
+    assert sent == ["page 1", "page 2", "backlog 0", "backlog 999"]
+    sink.finished(ctx)
+    sink.close()
+    assert await sink.messages() == ()
+    assert sent[-1] == "backlog 1000"
 
     single = SingleSink()
     one = QueryContext(hub_pb2.Query(query_id="b"), single, 0)
+    sent.clear()
     single.send(one, b"", lambda: sent.append("single 1"))
     single.finished(one)
     assert await single.next() == frame(1, b"")
-    assert sent == ["page 1"]
+    assert sent == []
     assert await single.next() is one
-    assert sent == ["page 1", "single 1"]
+    assert sent == ["single 1"]
