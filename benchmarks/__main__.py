@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from benchmarks import enforcement
+from benchmarks import enforcement, fanout, interactive, streams, transactions
 
 
 class Scenario(Protocol):
@@ -22,7 +22,7 @@ class Scenario(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
-SCENARIOS: tuple[Scenario, ...] = (enforcement,)
+SCENARIOS: tuple[Scenario, ...] = (enforcement, interactive, fanout, transactions, streams)
 
 
 def build_parser() -> argparse.ArgumentParser:

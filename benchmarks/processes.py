@@ -159,16 +159,17 @@ def _environment() -> dict[str, str]:
 
 
 class Child:
-    """One child process: ``python -m clients ...`` with its output in a log file.
+    """One child process: ``python -m MODULE ...`` (``clients``, the ``dsop`` command, unless
+    told) with its output in a log file.
 
     It runs in the log's directory, the benchmark's temporary one: whatever it writes to
     relative paths (the hub's audit database and signing key) goes away with the run instead
     of piling up in the repository.
     """
 
-    def __init__(self, name: str, argv: Sequence[str], log: Path) -> None:
+    def __init__(self, name: str, argv: Sequence[str], log: Path, module: str = "clients") -> None:
         self.name = name
-        self.argv = [sys.executable, "-m", "clients", *argv]
+        self.argv = [sys.executable, "-m", module, *argv]
         self.log = log
         self._process: subprocess.Popen[bytes] | None = None
 
