@@ -349,6 +349,8 @@ class _Transactions(_Single):
                 self.malformed("more pages than the hub's credit allowed")
                 return
             self.credit -= 1
+            if not self.credit:
+                self.handle.hold()
         page = response.transactions
         self.partial |= page.response_details.status == PARTIAL
         event, result = self.fanout.result(self.ctx, self.bank_id)

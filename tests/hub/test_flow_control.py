@@ -14,14 +14,15 @@ from collections.abc import AsyncIterator
 import pytest
 
 import clients.client
-from clients.client import CHANNEL_OPTIONS, make_query
+from clients.client import CHANNEL_OPTIONS, HubClient, make_query
 from clients.services import MANDATES
 from dsop.controlinfo.v2 import bank_pb2
 from dsop.hub.v1 import hub_pb2
 from hub.fanout import PAGE_WINDOW
+from hub.resilience import CallPolicy
 from providers.base import BankProvider
 from providers.synthetic.dataset import SyntheticDataset
-from tests.support import EnvFactory
+from tests.support import Env, EnvFactory
 
 TODAY = dt.date.today()
 PAGES = 120
@@ -68,23 +69,18 @@ def _transactions(reference: str, bank_id: str) -> hub_pb2.Query:
     )
 
 
-async def test_a_slow_reader_holds_a_bounded_number_of_pages_and_slows_no_one_else(
-    make_env: EnvFactory, dataset: SyntheticDataset, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def _busy_bank(
+    make_env: EnvFactory, dataset: SyntheticDataset, **hub_options: object
+) -> tuple[Env, ManyPages, str, str]:
+    """A hub whose bank of a busy account answers with PAGES real pages of 1000; the
+    environment, that bank, its id and the account's reference."""
     party = dataset.find_party("huge_transactions")
-    relation = dataset.relations(party, TODAY, TODAY)[0]
-    bank_id = relation.organization_id
+    bank_id = dataset.relations(party, TODAY, TODAY)[0].organization_id
     data = dataset.bank(bank_id)
-    account = data.list_accounts(party, True, TODAY, TODAY).accounts[0]
+    reference = data.list_accounts(party, True, TODAY, TODAY).accounts[0].account_reference
     page = bank_pb2.ListTransactionsResponse()
     page.transactions.extend(
-        next(
-            iter(
-                data.iter_transactions(
-                    account.account_reference, TODAY - dt.timedelta(days=90), TODAY
-                )
-            )
-        )
+        next(iter(data.iter_transactions(reference, TODAY - dt.timedelta(days=90), TODAY)))
     )
     assert len(page.transactions) == 1000
     wrapped: list[ManyPages] = []
@@ -95,15 +91,28 @@ async def test_a_slow_reader_holds_a_bounded_number_of_pages_and_slows_no_one_el
         wrapped.append(ManyPages(provider, page))
         return wrapped[0]
 
-    env = await make_env(wrap)
-    bank = wrapped[0]
-    slow_query = _transactions(account.account_reference, bank_id)
-    fast_query = _transactions(account.account_reference, bank_id)
+    env = await make_env(wrap, **hub_options)
+    return env, wrapped[0], bank_id, reference
+
+
+def _slow_client(env: Env, monkeypatch: pytest.MonkeyPatch) -> HubClient:
+    """An agency client keeping HTTP/2's initial window (see TRANSPORT_SLACK)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            clients.client, "CHANNEL_OPTIONS", (*CHANNEL_OPTIONS, ("grpc.http2.bdp_probe", 0))
+        )
+        return env.client()
+
+
+async def test_a_slow_reader_holds_a_bounded_number_of_pages_and_slows_no_one_else(
+    make_env: EnvFactory, dataset: SyntheticDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env, bank, bank_id, reference = await _busy_bank(make_env, dataset)
+    party = dataset.find_party("huge_transactions")
+    slow_query = _transactions(reference, bank_id)
+    fast_query = _transactions(reference, bank_id)
     other = env.client()
-    monkeypatch.setattr(
-        clients.client, "CHANNEL_OPTIONS", (*CHANNEL_OPTIONS, ("grpc.http2.bdp_probe", 0))
-    )
-    slow = env.client()
+    slow = _slow_client(env, monkeypatch)
     async with slow, other:
         # The slow agency reads one page, then stops reading.
         slow_events = slow.stream([slow_query], batch_size=1)
@@ -148,3 +157,24 @@ async def test_a_slow_reader_holds_a_bounded_number_of_pages_and_slows_no_one_el
     assert [r.has_more for r in results] == [True] * (PAGES - 1) + [False]
     assert rest[-1].summary.banks_answered == 1
     assert bank.produced[slow_query.case_id] == PAGES
+
+
+async def test_a_reader_slower_than_the_banks_timeout_is_not_the_banks_failure(
+    make_env: EnvFactory, dataset: SyntheticDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bank's own timeout bounds its time to answer; while the hub withholds credit
+    # (the agency is not reading), only the query's deadline applies.
+    env, bank, bank_id, reference = await _busy_bank(
+        make_env, dataset, calls=CallPolicy(timeout=0.5)
+    )
+    async with _slow_client(env, monkeypatch) as agency:
+        query = _transactions(reference, bank_id)
+        events = agency.stream([query], batch_size=1)
+        first = await anext(events)
+        await asyncio.sleep(1.5)  # three times the bank's timeout, without reading
+        assert bank.produced[query.case_id] < PAGES  # the bank was held, waiting for credit
+        rest = [event async for event in events]
+    results = [e.result for e in [first, *rest] if e.HasField("result")]
+    assert len(results) == PAGES
+    assert rest[-1].summary.banks_answered == 1
+    assert rest[-1].summary.banks_failed == 0
