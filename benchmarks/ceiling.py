@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -37,6 +38,7 @@ from hub.fanout import request_context
 from hub.registry import Registry
 from hub.respond import SingleSink, StreamSink
 from hub.server import SERVER_OPTIONS, SERVICE
+from providers.synthetic import SyntheticDataset, make_banks
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +231,23 @@ async def serve(registry: Path, port_file: Path, certs: Path | None, window: int
     await server.stop(1.0)
     for client in clients.values():
         await client.close()
+
+
+def name_banks(queries: Sequence[hub_pb2.Query], seed: int, banks: int) -> list[hub_pb2.Query]:
+    """Copies of ``queries`` naming the banks the simulator's KAR names for each party today
+    (the relay has no KAR). For any scenario over ``dsop bank simulate --seed S --banks B``,
+    e.g. enforcement: drive the relay with ``name_banks(workload.queries, seed, banks)``."""
+    dataset = SyntheticDataset(seed, make_banks(banks, seed))
+    today = dt.date.today()
+    out = []
+    for query in queries:
+        copy = hub_pb2.Query()
+        copy.CopyFrom(query)
+        copy.banks.extend(
+            r.organization_id for r in dataset.relations(query.party_id, today, today)
+        )
+        out.append(copy)
+    return out
 
 
 async def start(

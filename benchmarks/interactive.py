@@ -11,14 +11,12 @@ echo relay (the ceiling; the queries name their banks there, since it has no KAR
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import random
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from benchmarks import fleet, load, plots, report
+from benchmarks import ceiling, fleet, load, plots, report
 from benchmarks.processes import Children
 from clients.client import make_query
 from clients.services import CONSUMERS, MANDATES
@@ -69,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def make_queries(seed: int, banks: int, parties: int) -> list[hub_pb2.Query]:
-    """One query per party, cycling through the mix; each names the banks KAR would name in
-    ``banks`` only for the ceiling's copy (see :func:`with_banks`)."""
+    """One query per party, cycling through the mix (the relay gets copies naming their
+    banks: :func:`benchmarks.ceiling.name_banks`)."""
     dataset = SyntheticDataset(seed, make_banks(banks, seed))
     rng = random.Random(seed)
     sample = dataset.party_sample(parties)
@@ -92,22 +90,6 @@ def make_queries(seed: int, banks: int, parties: int) -> list[hub_pb2.Query]:
     return out
 
 
-def with_banks(queries: Sequence[hub_pb2.Query], seed: int, banks: int) -> list[hub_pb2.Query]:
-    """Copies naming the banks KAR names for the party today (for the relay, which has no
-    KAR)."""
-    dataset = SyntheticDataset(seed, make_banks(banks, seed))
-    today = dt.date.today()
-    out = []
-    for query in queries:
-        copy = hub_pb2.Query()
-        copy.CopyFrom(query)
-        copy.banks.extend(
-            r.organization_id for r in dataset.relations(query.party_id, today, today)
-        )
-        out.append(copy)
-    return out
-
-
 def _agency(query: hub_pb2.Query) -> str:
     return CONSUMERS[query.service]
 
@@ -116,7 +98,7 @@ async def _run(args: argparse.Namespace, tmp: Path, children: Children) -> repor
     rates = [float(rate) for rate in args.rates.split(",")]
     queries = make_queries(args.seed, args.banks, args.parties)
     # The relay has no KAR: its copies name their banks.
-    named = with_banks(queries, args.seed, args.banks)
+    named = ceiling.name_banks(queries, args.seed, args.banks)
     run = await fleet.simulated(
         children, tmp, banks=args.banks, seed=args.seed, insecure=args.insecure
     )

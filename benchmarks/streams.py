@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Final
 
-from benchmarks import fanout, fleet, interactive, load, plots, report
+from benchmarks import ceiling, fanout, fleet, load, plots, report
 from benchmarks.fleet import Fleet, RssSampler
 from benchmarks.processes import Child, Children
 from clients.client import HubClient
@@ -197,7 +197,7 @@ async def _run(args: argparse.Namespace, tmp: Path, children: Children) -> repor
         relay, target = await run.start_ceiling(children)
         print("ceiling", file=sys.stderr)
         # The relay has no KAR: the queries name their banks.
-        named = interactive.with_banks(queries, args.seed, args.banks)
+        named = ceiling.name_banks(queries, args.seed, args.banks)
         result["ceiling"] = await _hold_and_trickle(run, relay, target, named, args)
         children.stop(relay)
     result["targets_met"] = {
