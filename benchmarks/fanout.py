@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from benchmarks import fleet, load, plots, report
+from benchmarks import fleet, interactive, load, plots, report
+from benchmarks.enforcement import Meter
 from benchmarks.processes import Children
 from clients.client import make_query
 from clients.services import CONSUMERS, MANDATES
@@ -83,21 +84,19 @@ async def _run(args: argparse.Namespace, tmp: Path, children: Children) -> repor
     rng = random.Random(args.seed)
     workloads = {width: make_queries(parties, bank_ids, width, rng) for width in widths}
 
-    async def measure(name: str, send: load.Send) -> list[dict[str, object]]:
+    async def measure(name: str, send: load.Send, meter: Meter) -> list[dict[str, object]]:
         print(name, file=sys.stderr)
         await load.closed_loop(send, workloads[widths[-1]][:100], concurrency=8, seconds=2.0)
         out = []
         for width in widths:
-            step = await load.closed_loop(
-                send, workloads[width], concurrency=args.concurrency, seconds=args.seconds
+            summary = await load.metered(
+                meter,
+                load.closed_loop(
+                    send, workloads[width], concurrency=args.concurrency, seconds=args.seconds
+                ),
+                bank_calls_per_query=width,
             )
-            summary = step.summary(bank_calls_per_query=width)
-            print(
-                f"  {name} {width} banks: {summary['achieved_qps']} q/s, "
-                f"{summary['bank_calls_per_s']} bank calls/s, "
-                f"p50 {summary['latency_ms']['p50']} ms",  # type: ignore[index]
-                file=sys.stderr,
-            )
+            print(f"  {name} {width} banks: {interactive.line(summary)}", file=sys.stderr)
             out.append(summary)
         return out
 
@@ -166,5 +165,6 @@ def markdown(result: report.Report) -> str:
         ),
         "",
         "Bank calls per second = queries per second × banks per query.",
+        *fleet.cores_table("banks per query", [(w["banks"], w) for w in result["widths"]]),
     ]
     return "\n".join(lines) + "\n"

@@ -288,6 +288,25 @@ def way_columns(first: str) -> tuple[str, ...]:
     )
 
 
+def cores_table(first: str, rows: Sequence[tuple[object, dict[str, Any]]]) -> list[str]:
+    """CPU cores each process used per step (``rows``: the step's label and its parts by
+    way), as Markdown lines."""
+    body = []
+    for label, parts in rows:
+        cells: list[object] = [label]
+        for who in ("hub", "direct", "ceiling"):
+            cpu = (parts.get(who) or {}).get("cpu")
+            cores = (cpu[f"{part}_cores"] for part in ("server", "banks", "driver")) if cpu else ()
+            cells.append(" / ".join(f"{value:.2f}" for value in cores) or "-")
+        body.append(cells)
+    return [
+        "",
+        "CPU cores used (server / banks / driver; the server is the hub or the relay):",
+        "",
+        *table((first, "hub run", "direct run", "ceiling run"), body),
+    ]
+
+
 def machine_line(result: report.Report) -> str:
     m = result["machine"]
     return (

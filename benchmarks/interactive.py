@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Final
 
 from benchmarks import ceiling, fleet, load, plots, report
+from benchmarks.enforcement import Meter
 from benchmarks.processes import Children
 from clients.client import make_query
 from clients.services import CONSUMERS, MANDATES
@@ -90,6 +91,16 @@ def make_queries(seed: int, banks: int, parties: int) -> list[hub_pb2.Query]:
     return out
 
 
+def line(summary: dict[str, object]) -> str:
+    """A step's progress line."""
+    latency: dict[str, float] = summary["latency_ms"]  # type: ignore[assignment]
+    return (
+        f"{summary['achieved_qps']} answered/s, p50 {latency['p50']} ms, p99 {latency['p99']} ms"
+        + (" (saturated)" if summary["saturated"] else "")
+        + f"; cores used {summary['cpu']}"
+    )
+
+
 def _agency(query: hub_pb2.Query) -> str:
     return CONSUMERS[query.service]
 
@@ -104,30 +115,25 @@ async def _run(args: argparse.Namespace, tmp: Path, children: Children) -> repor
     )
     await run.start_hub(children, 20_000, args.hub_args)
 
-    async def measure(name: str, send: load.Send) -> list[dict[str, object]]:
+    async def measure(name: str, send: load.Send, meter: Meter) -> list[dict[str, object]]:
         ask = named if name == "ceiling" else queries
         print(f"{name}: {len(rates)} rates × {args.seconds:g} s", file=sys.stderr)
         # Untimed: connections, caches and the first audit commits.
         await load.closed_loop(send, ask[:200], concurrency=20, seconds=2.0)
         out = []
         for rate in rates:
-            step = await load.open_loop(
-                send,
-                ask,
-                rate=rate,
-                seconds=args.seconds,
-                seed=args.seed + int(rate),
-                max_in_flight=args.max_in_flight,
+            summary = await load.metered(
+                meter,
+                load.open_loop(
+                    send,
+                    ask,
+                    rate=rate,
+                    seconds=args.seconds,
+                    seed=args.seed + int(rate),
+                    max_in_flight=args.max_in_flight,
+                ),
             )
-            summary = step.summary()
-            latency = step.histogram
-            print(
-                f"  {name} {rate:g} q/s: {summary['achieved_qps']} answered/s, p50 "
-                f"{latency.get_value_at_percentile(50) / 1000:.1f} ms, p99 "
-                f"{latency.get_value_at_percentile(99) / 1000:.1f} ms"
-                + (" (saturated)" if step.saturated else ""),
-                file=sys.stderr,
-            )
+            print(f"  {name} {rate:g} q/s: {line(summary)}", file=sys.stderr)
             out.append(summary)
         return out
 
@@ -207,6 +213,9 @@ def markdown(result: report.Report) -> str:
             rows,
         ),
     ]
+    lines += fleet.cores_table(
+        "offered q/s", [(f"{step['rate']:g}", step) for step in result["steps"]]
+    )
     if "added_latency_ms_at_500" in result:
         added = result["added_latency_ms_at_500"]
         lines += [

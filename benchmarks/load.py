@@ -18,13 +18,15 @@ import grpc
 from hdrh.histogram import HdrHistogram
 
 from benchmarks import direct, report
+from benchmarks.enforcement import Meter
 from benchmarks.fleet import Fleet, cdf
 from benchmarks.processes import Children
 from clients.client import HubClient
 from dsop.hub.v1 import hub_pb2
 
-#: Measures one way of answering queries (``hub``, ``direct`` or ``ceiling``): its steps.
-Measure = Callable[[str, "Send"], Awaitable[list[dict[str, object]]]]
+#: Measures one way of answering queries (``hub``, ``direct`` or ``ceiling``): its steps. The
+#: meter reads the CPU of the server (hub or relay; none for direct), banks and driver.
+Measure = Callable[[str, "Send", Meter], Awaitable[list[dict[str, object]]]]
 
 #: Answers one query; True when every bank answered. Raises grpc.aio.AioRpcError on refusal.
 Send = Callable[[hub_pb2.Query], Awaitable[bool]]
@@ -72,6 +74,26 @@ async def _timed(send: Send, query: hub_pb2.Query, since_ns: int, step: Step) ->
     step.answered += 1
     if not complete:
         step.failed += 1
+
+
+async def metered(meter: Meter, step: Awaitable[Step], **summary: float) -> dict[str, object]:
+    """Runs a step under the meter; its summary with the CPU each process used (seconds, and
+    cores: seconds per second of the step), which shows what bounds a saturated step."""
+    meter.start()
+    done = await step
+    meter.stop()
+    out = done.summary(**summary)
+    seconds = done.seconds or 1.0
+    out["cpu"] = {
+        f"{who}_{unit}": round(value / (seconds if unit == "cores" else 1.0), 2)
+        for who, value in (
+            ("server", meter.hub_s),
+            ("banks", meter.banks_s),
+            ("driver", meter.driver_s),
+        )
+        for unit in ("s", "cores")
+    }
+    return out
 
 
 async def arrivals(rate: float, seconds: float, seed: int) -> AsyncIterator[int]:
@@ -178,18 +200,22 @@ async def hub_direct_ceiling(
     out: dict[str, list[dict[str, object]]] = {}
     assert run.hub is not None
     clients = {agency: run.client(agency) for agency in agencies}
-    out["hub"] = await measure("hub", via_hub(clients, agency_of))
+    out["hub"] = await measure("hub", via_hub(clients, agency_of), Meter(run.hub, run.banks))
     for client in clients.values():
         await client.close()
     children.stop(run.hub)
     if direct_too:
         async with direct.DirectClient(run.direct_endpoints()) as direct_client:
             await direct_client.connect()
-            out["direct"] = await measure("direct", via_direct(direct_client))
+            out["direct"] = await measure(
+                "direct", via_direct(direct_client), Meter(None, run.banks)
+            )
     if ceiling_too:
         relay, target = await run.start_ceiling(children)
         clients = {agency: run.client(agency, target) for agency in agencies}
-        out["ceiling"] = await measure("ceiling", via_hub(clients, agency_of))
+        out["ceiling"] = await measure(
+            "ceiling", via_hub(clients, agency_of), Meter(relay, run.banks)
+        )
         for client in clients.values():
             await client.close()
         children.stop(relay)
