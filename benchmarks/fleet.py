@@ -75,9 +75,12 @@ class Fleet:
     hub: Child | None = None
     hub_target: str = ""
 
-    def client(self, agency: str, target: str | None = None) -> HubClient:
+    def client(
+        self, agency: str, target: str | None = None, *, own_connection: bool = False
+    ) -> HubClient:
         """A client for ``agency`` to the hub (or to ``target``, the relay), with its
-        certificate and a development token."""
+        certificate and a development token; ``own_connection``: not shared with other
+        clients to the same target (gRPC shares one by default)."""
         certs = self.tls.certs
         tls = None
         if certs is not None:
@@ -91,6 +94,7 @@ class Fleet:
             tls=tls,
             token=ReusedToken(DevTokens(self.tls.keys, agency)),
             insecure=certs is None,
+            channel_options=(("grpc.use_local_subchannel_pool", 1),) if own_connection else (),
         )
 
     def direct_endpoints(self) -> direct.Endpoints:

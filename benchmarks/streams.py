@@ -136,10 +136,11 @@ async def _hold_and_trickle(
     idle = fleet.rss_mb(server.pid)
     sampler = RssSampler(server.pid)
     sampler.start()
-    clients = [
-        run.client(AGENCY, target) for _ in range(max(1, min(args.connections, args.streams)))
-    ]
     # Each client its own connection, as separate agencies would have.
+    clients = [
+        run.client(AGENCY, target, own_connection=True)
+        for _ in range(max(1, min(args.connections, args.streams)))
+    ]
     held = Held(clients, args.streams)
     began = time.monotonic()
     held.open()

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -102,10 +102,16 @@ def make_query(
     return query
 
 
-def _channel_async(target: str, tls: ClientTls | None, insecure: bool) -> grpc.aio.Channel:
+def _channel_async(
+    target: str,
+    tls: ClientTls | None,
+    insecure: bool,
+    extra: Sequence[tuple[str, str | int]] = (),
+) -> grpc.aio.Channel:
+    options = (*CHANNEL_OPTIONS, *extra)
     if insecure:
-        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
-    return grpc.aio.secure_channel(target, (tls or ClientTls()).credentials(), CHANNEL_OPTIONS)
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, (tls or ClientTls()).credentials(), options)
 
 
 class HubClient:
@@ -120,9 +126,11 @@ class HubClient:
         tls: ClientTls | None = None,
         token: Token = None,
         insecure: bool = False,
+        channel_options: Sequence[tuple[str, str | int]] = (),
     ) -> None:
+        """``channel_options``: gRPC channel arguments beyond the defaults."""
         self._token = token
-        self._channel = _channel_async(target, tls, insecure)
+        self._channel = _channel_async(target, tls, insecure, channel_options)
         self._stub = hub_pb2_grpc.HubServiceStub(self._channel)
 
     async def __aenter__(self) -> HubClient:
