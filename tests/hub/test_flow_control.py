@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -18,8 +18,10 @@ from clients.client import CHANNEL_OPTIONS, HubClient, make_query
 from clients.services import MANDATES
 from dsop.controlinfo.v2 import bank_pb2
 from dsop.hub.v1 import hub_pb2
-from hub.fanout import PAGE_WINDOW
-from hub.resilience import CallPolicy
+from hub.context import QueryContext
+from hub.fanout import CREDIT_STEP, PAGE_WINDOW, FanoutStage
+from hub.resilience import CallPolicy, Deadlines, ResilientBank
+from hub.respond import StreamSink
 from providers.base import BankProvider
 from providers.synthetic.dataset import SyntheticDataset
 from tests.support import Env, EnvFactory
@@ -178,3 +180,72 @@ async def test_a_reader_slower_than_the_banks_timeout_is_not_the_banks_failure(
     assert len(results) == PAGES
     assert rest[-1].summary.banks_answered == 1
     assert rest[-1].summary.banks_failed == 0
+
+
+class ScriptedBank:
+    """A bank client the test answers by hand, recording credit and cancellations."""
+
+    bank_id = "b1"
+
+    def __init__(self) -> None:
+        self.requests: list[bank_pb2.BankRequest] = []
+        self.handlers: dict[int, Callable[[bank_pb2.BankResponse], None]] = {}
+        self.credits: list[tuple[int, int]] = []
+        self.cancelled: list[int] = []
+
+    def request(self, on_response: Callable[[bank_pb2.BankResponse], None]) -> bank_pb2.BankRequest:
+        request = bank_pb2.BankRequest(id=len(self.requests) + 1)
+        self.requests.append(request)
+        self.handlers[request.id] = on_response
+        return request
+
+    def cancel(self, request_id: int) -> None:
+        self.cancelled.append(request_id)
+
+    def credit(self, request_id: int, pages: int) -> None:
+        self.credits.append((request_id, pages))
+
+    def stalled(self, since: float) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_the_hub_credits_pages_as_they_are_sent_and_fails_a_bank_that_overruns() -> None:
+    bank = ScriptedBank()
+    deadlines = Deadlines()
+    sent: list[tuple[hub_pb2.QueryEvent, Callable[[], None] | None]] = []
+    stage = FanoutStage(
+        {"b1": ResilientBank(bank, CallPolicy(), deadlines)},
+        lambda ctx, event, on_sent: sent.append((event, on_sent)),
+    )
+    query = _transactions("r1", "b1")
+    ctx = QueryContext(query, StreamSink(10), 0, deadline=time.monotonic() + 10)
+    ctx.banks = ["b1"]
+    await stage([ctx])
+    (request,) = bank.requests
+    assert request.page_window == PAGE_WINDOW
+
+    def page() -> bank_pb2.BankResponse:
+        response = bank_pb2.BankResponse(id=request.id, has_more=True)
+        response.transactions.transactions.add(transaction_identifier="t")
+        return response
+
+    for _ in range(PAGE_WINDOW):
+        bank.handlers[request.id](page())
+    assert len(sent) == PAGE_WINDOW and not bank.credits
+    for _, on_sent in sent[:CREDIT_STEP]:
+        assert on_sent is not None
+        on_sent()
+    assert bank.credits == [(request.id, CREDIT_STEP)]
+    for _ in range(CREDIT_STEP):
+        bank.handlers[request.id](page())
+    assert not bank.cancelled  # within the credit
+    bank.handlers[request.id](page())  # one beyond
+    assert bank.cancelled == [request.id]
+    failed, last = sent[-2][0], sent[-1][0]
+    assert failed.result.outcome == hub_pb2.BANK_OUTCOME_FAILED
+    assert failed.result.reason == hub_pb2.FAILURE_REASON_MALFORMED
+    assert last.summary.banks_failed == 1  # the query ends there
+    deadlines.close()
