@@ -300,12 +300,14 @@ def cores_table(first: str, rows: Sequence[tuple[object, dict[str, Any]]]) -> li
         cells: list[object] = [label]
         for who in ("hub", "direct", "ceiling"):
             cpu = (parts.get(who) or {}).get("cpu")
-            cores = (cpu[f"{part}_cores"] for part in ("server", "banks", "driver")) if cpu else ()
+            names = ("server", "banks", "driver", "other")
+            cores = (cpu[f"{part}_cores"] for part in names) if cpu else ()
             cells.append(" / ".join(f"{value:.2f}" for value in cores) or "-")
         body.append(cells)
     return [
         "",
-        "CPU cores used (server / banks / driver; the server is the hub or the relay):",
+        "CPU cores used (server / banks / driver / everything else on the machine; the server "
+        "is the hub or the relay):",
         "",
         *table((first, "hub run", "direct run", "ceiling run"), body),
     ]

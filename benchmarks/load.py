@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import grpc
 from hdrh.histogram import HdrHistogram
 
-from benchmarks import direct, report
+from benchmarks import direct, processes, report
 from benchmarks.enforcement import Meter
 from benchmarks.fleet import Fleet, cdf
 from benchmarks.processes import Children
@@ -79,9 +79,11 @@ async def _timed(send: Send, query: hub_pb2.Query, since_ns: int, step: Step) ->
 async def metered(meter: Meter, step: Awaitable[Step], **summary: float) -> dict[str, object]:
     """Runs a step under the meter; its summary with the CPU each process used (seconds, and
     cores: seconds per second of the step), which shows what bounds a saturated step."""
+    machine = processes.machine_cpu_seconds()
     meter.start()
     done = await step
     meter.stop()
+    machine = processes.machine_cpu_seconds() - machine
     out = done.summary(**summary)
     seconds = done.seconds or 1.0
     out["cpu"] = {
@@ -90,6 +92,8 @@ async def metered(meter: Meter, step: Awaitable[Step], **summary: float) -> dict
             ("server", meter.hub_s),
             ("banks", meter.banks_s),
             ("driver", meter.driver_s),
+            # Everything else on the machine (other work sharing the cores).
+            ("other", max(0.0, machine - meter.hub_s - meter.banks_s - meter.driver_s)),
         )
         for unit in ("s", "cores")
     }

@@ -183,11 +183,13 @@ async def _measured(
     sampler = RssSampler(hub.pid)
     idle = fleet.rss_mb(hub.pid)
     meter = Meter(hub, bank)
+    machine = processes.machine_cpu_seconds()
     meter.start()
     sampler.start()
     outcome = await _stream(client, query, time_limit, pace)
     samples = await sampler.stop()
     meter.stop()
+    machine = processes.machine_cpu_seconds() - machine
     peak = max(rss for _, rss in samples)
     outcome.update(
         {
@@ -197,6 +199,9 @@ async def _measured(
             "hub_cpu_s": round(meter.hub_s, 2),
             "bank_cpu_s": round(meter.banks_s, 2),
             "driver_cpu_s": round(meter.driver_s, 2),
+            "other_cpu_s": round(
+                max(0.0, machine - meter.hub_s - meter.banks_s - meter.driver_s), 2
+            ),
             "rss_mb_over_time": samples,
         }
     )
@@ -264,6 +269,7 @@ async def _run(args: argparse.Namespace, tmp: Path, children: Children) -> repor
             "hub_cpu_s": fast["hub_cpu_s"],
             "bank_cpu_s": fast["bank_cpu_s"],
             "driver_cpu_s": fast["driver_cpu_s"],
+            "other_cpu_s": fast["other_cpu_s"],
             "hub_cpu_us_per_transaction": round(fast["hub_cpu_s"] * 1e6 / fast["received"], 2)  # type: ignore[operator]
             if fast["received"]
             else 0.0,
@@ -325,6 +331,7 @@ def markdown(result: report.Report) -> str:
             ("hub (relay) CPU (s)", "hub_cpu_s", False),
             ("bank CPU (s)", "bank_cpu_s", False),
             ("agency (driver) CPU (s)", "driver_cpu_s", False),
+            ("other processes' CPU (s)", "other_cpu_s", False),
         )
     ]
     lines = [
