@@ -50,12 +50,22 @@ _WAYS = (("hub", "o-"), ("direct", "s--"), ("ceiling", "^:"))
 
 
 def _cdfs(points: Sequence[tuple[str, Mapping[str, Any]]], title: str, path: Path) -> Path:
-    """One CDF per (label, step) for the hub, and for direct where measured."""
+    """One CDF per (label, step) for the hub (solid), and for direct (dashed, the same
+    colour) where measured."""
     figure, ax = plt.subplots(figsize=(8, 5))
-    for who, style in _WAYS[:2]:
-        for label, step in points:
-            if step.get(who):
-                _cdf(ax, f"{who}, {label}", step[who]["latency_cdf"], style)
+    colours = plt.get_cmap("viridis")
+    for index, (label, step) in enumerate(points):
+        colour = colours(index / max(1, len(points) - 1) * 0.9)
+        for who, style in (("hub", "-"), ("direct", "--")):
+            curve = step.get(who, {}).get("latency_cdf", [])
+            if curve:
+                ax.plot(
+                    [ms for _, ms in curve],
+                    [percentile for percentile, _ in curve],
+                    style,
+                    color=colour,
+                    label=f"{who}, {label}",
+                )
     _cdf_axes(ax, title)
     return _save(figure, path)
 
@@ -179,3 +189,32 @@ def streams(report: Report, directory: Path) -> list[Path]:
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
     return [cdf_path, _save(figure, directory / "streams-memory.png")]
+
+
+#: Scenario name -> its plots.
+BY_SCENARIO = {
+    "interactive": interactive,
+    "fanout": fanout,
+    "transactions": transactions,
+    "streams": streams,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m benchmarks.plots REPORT.json ...``: draws the plots of saved reports
+    again, beside each report."""
+    import argparse  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.plots", description=main.__doc__)
+    parser.add_argument("reports", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    for path in args.reports:
+        report = json.loads(path.read_text())
+        for written in BY_SCENARIO[report["scenario"]](report, path.parent):
+            print(written)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
+from benchmarks import plots
 from benchmarks.processes import ROOT
 
 LATENCY_KEYS = {"p50", "p95", "p99", "max"}
@@ -104,6 +105,11 @@ def test_transactions_stream_every_transaction_and_a_slow_reader_stays_bounded(
         "hub_rss_growth_mb",
         "slow_reader_rss_growth_mb",
     }
+    # The plots can be drawn again from the saved report alone.
+    plot = tmp_path / "transactions-memory.png"
+    plot.unlink()
+    assert plots.main([str(tmp_path / "transactions.json")]) == 0
+    assert plot.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_streams_hold_every_stream_and_answer_the_trickle(tmp_path: Path) -> None:
