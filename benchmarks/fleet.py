@@ -193,6 +193,7 @@ class RssSampler:
 
     def start(self) -> None:
         self._began = time.monotonic()
+        self.samples.append((0.0, round(rss_mb(self.pid), 1)))
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:

@@ -181,8 +181,7 @@ def streams(report: Report, directory: Path) -> list[Path]:
     figure, ax = plt.subplots(figsize=(8, 4.5))
     samples = report["rss_mb_over_time"]
     ax.plot([t for t, _ in samples], [mb for _, mb in samples], label="hub")
-    ax.axvline(report["opened_at_s"], color="k", alpha=0.3, linestyle=":", label="all streams open")
-    ax.set_xlabel("seconds since the first stream opened")
+    ax.set_xlabel("seconds since the driver began opening streams (then the trickle)")
     ax.set_ylabel("hub resident memory (MB)")
     ax.set_ylim(bottom=0)
     ax.set_title(f"streams: hub memory with {report['streams']:,} agency streams")

@@ -161,7 +161,6 @@ async def _hold_and_trickle(
         "sent": sent,
         "answered": held.answered,
         "opened_in_s": round(opened_at, 2),
-        "opened_at_s": round(opened_at, 2),
         "idle_rss_mb": round(idle, 1),
         "open_rss_mb": round(open_rss, 1),
         "peak_rss_mb": round(max(mb for _, mb in samples), 1),
