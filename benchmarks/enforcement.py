@@ -363,7 +363,7 @@ def prepare(options: Options) -> Workload:
     )
 
 
-def _client_tls(certs: Path | None) -> ClientTls | None:
+def client_tls(certs: Path | None) -> ClientTls | None:
     if certs is None:
         return None
     return ClientTls(
@@ -445,7 +445,7 @@ async def _run(
     # The enforcement authority calls through the tax administration's component.
     token = DevTokens(keys, AGENCY)
     async with HubClient(
-        target, tls=_client_tls(certs), token=token, insecure=certs is None
+        target, tls=client_tls(certs), token=token, insecure=certs is None
     ) as client:
         warm = await warm_up(client, workload.warmup, options, hub)
         hub_run = await drive_hub(

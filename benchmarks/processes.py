@@ -365,13 +365,15 @@ def hub(
     tls: Tls,
     log: Path,
     audit: bool = True,
+    listen: str = "127.0.0.1:0",
     extra: Sequence[str] = (),
 ) -> Child:
     return Child(
         "hub",
         [
             "hub", "serve",
-            "--listen", "127.0.0.1:0",
+            "--listen", listen,
+            "--metrics-listen", "127.0.0.1:0",
             "--registry", str(registry),
             "--port-file", str(port_file),
             "--window", str(window),

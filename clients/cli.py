@@ -19,6 +19,7 @@ from google.protobuf import json_format
 from clients.audit_cli import add_audit_commands
 from clients.client import ClientTls, HubClient, Token, make_query
 from clients.conformance_cli import add_conformance_command
+from clients.hub_cli import add_hub_commands
 from clients.render import event_json, render_event
 from clients.services import CONSUMERS, MANDATES
 from dsop.hub.v1 import hub_pb2
@@ -136,72 +137,6 @@ def _bank_simulate(args: argparse.Namespace) -> int:
         client_ca=args.tls_ca or (args.certs / "ca.pem" if args.certs else None),
     )
     return run(options)
-
-
-# -- dsop hub serve -----------------------------------------------------------------------
-
-
-def _hub_serve(args: argparse.Namespace) -> int:
-    from hub.config import HubConfig, TlsFiles  # noqa: PLC0415
-    from hub.main import serve  # noqa: PLC0415
-    from hub.resilience import CallPolicy  # noqa: PLC0415
-    from hub.shed import Limits  # noqa: PLC0415
-
-    certs = args.certs
-    tls = bank_tls = None
-    if not args.insecure:
-        if certs is None and args.tls_cert is None:
-            raise UsageError(
-                "TLS is on by default: give --certs DIR or --tls-cert/--tls-key, or --insecure"
-            )
-        tls = TlsFiles(
-            cert=args.tls_cert or certs / "hub.pem",
-            key=args.tls_key or certs / "hub.key",
-            ca=args.tls_ca or (certs / "ca.pem" if certs else None),
-        )
-        bank_tls = TlsFiles(
-            cert=args.bank_cert or (certs / "hub.pem" if certs else None),
-            key=args.bank_key or (certs / "hub.key" if certs else None),
-            ca=args.bank_ca or (certs / "ca.pem" if certs else None),
-        )
-    token_jwks = args.token_jwks
-    police_jwks = args.police_jwks
-    issuer = args.token_issuer
-    if certs is not None:
-        from hub.certs import DEV_ISSUER  # noqa: PLC0415
-
-        if token_jwks is None and (certs / "issuer-jwks.json").exists():
-            token_jwks, issuer = certs / "issuer-jwks.json", issuer or DEV_ISSUER
-        if police_jwks is None and (certs / "police-jwks.json").exists():
-            police_jwks = certs / "police-jwks.json"
-    config = HubConfig(
-        audit=args.audit,
-        audit_key=args.audit_key,
-        audit_writer=args.audit_writer,
-        audit_checkpoints=args.audit_checkpoints,
-        auditors=frozenset(args.auditor),
-        listen=args.listen,
-        profiles=args.profiles,
-        token_jwks=token_jwks,
-        token_issuer=issuer or "",
-        token_audience=args.token_audience,
-        police_jwks=police_jwks,
-        registry=args.registry,
-        kar=args.kar,
-        tls=tls,
-        bank_tls=bank_tls,
-        insecure=args.insecure,
-        stream_window=args.window,
-        bank_max_batch=args.bank_max_batch,
-        bank_linger=args.bank_linger_ms / 1000,
-        query_timeout=args.query_timeout,
-        calls=CallPolicy(
-            timeout=args.bank_timeout, max_retries=args.bank_retries, hedge_factor=args.hedge_factor
-        ),
-        limits=Limits(max_in_flight=args.max_in_flight, max_per_consumer=args.max_per_consumer),
-        drain_grace=args.drain_grace,
-    )
-    return serve(config, port_file=args.port_file)
 
 
 # -- dsop query ---------------------------------------------------------------------------
@@ -350,7 +285,10 @@ async def _run_batch(args: argparse.Namespace) -> int:
     out = sys.stdout.buffer if str(args.output) == "-" else args.output.open("wb")
     try:
         async with HubClient(args.hub, tls=tls, token=token, insecure=args.insecure) as hub:
-            async for event in hub.stream(queries, batch_size=args.batch_size, window=args.window):
+            events = hub.stream(
+                queries, batch_size=args.batch_size, window=args.window, retries=args.retries
+            )
+            async for event in events:
                 out.write(event_json(event))
                 if event.HasField("summary"):
                     refused += event.summary.HasField("error")
@@ -406,52 +344,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--output", type=Path, default=Path("-"), help="JSONL of events (- stdout)")
     b.add_argument("--batch-size", type=int, default=500, help="queries per message")
     b.add_argument("--window", type=int, default=10_000, help="queries in flight at most")
+    b.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        help="new streams after a broken one (a replica went away); unanswered queries are "
+        "sent again (default 3)",
+    )
     _add_client_tls(b)
     b.set_defaults(run=lambda a: asyncio.run(_run_batch(a)))
 
-    hub = commands.add_parser("hub", help="run the hub").add_subparsers(
-        dest="hub_command", required=True
-    )
-    serve = hub.add_parser("serve", help="serve the hub")
-    serve.add_argument("--listen", default="127.0.0.1:50050", help="host:port (port 0: any)")
-    serve.add_argument("--registry", type=Path, required=True, help="bank registry (JSON)")
-    serve.add_argument("--kar", default="embedded", help="embedded | grpc://HOST:PORT")
-    serve.add_argument("--window", type=int, default=20_000, help="queries in flight per stream")
-    serve.add_argument("--bank-max-batch", type=int, default=1000)
-    serve.add_argument("--query-timeout", type=float, default=60.0, help="seconds per query")
-    serve.add_argument("--bank-timeout", type=float, default=30.0, help="seconds per bank call")
-    serve.add_argument("--bank-retries", type=int, default=2, help="retries on UNAVAILABLE")
-    serve.add_argument(
-        "--hedge-factor", type=float, default=0.0, help="hedge after p95 x this (0: off)"
-    )
-    serve.add_argument("--max-in-flight", type=int, default=200_000, help="queries, in all")
-    serve.add_argument("--max-per-consumer", type=int, default=100_000, help="queries")
-    serve.add_argument("--drain-grace", type=float, default=10.0, help="seconds on SIGTERM")
-    serve.add_argument("--bank-linger-ms", type=float, default=0.0)
-    serve.add_argument("--bank-ca", type=Path, help="CA of the banks' certificates")
-    serve.add_argument("--bank-cert", type=Path, help="the hub's client certificate to banks")
-    serve.add_argument("--bank-key", type=Path)
-    serve.add_argument("--port-file", type=Path, help="write the bound port here when ready")
-    serve.add_argument("--profiles", type=Path, help="service profiles (default: shipped)")
-    serve.add_argument("--token-jwks", type=Path, help="token issuer keys: tokens required")
-    serve.add_argument("--token-issuer", help="the trusted token issuer (iss)")
-    serve.add_argument("--token-audience", default="dsop-hub", help="this hub's audience (aud)")
-    serve.add_argument("--police-jwks", type=Path, help="police order-signing keys (JWKS)")
-    serve.add_argument(
-        "--audit",
-        default="sqlite:dsop-audit.db",
-        help="sqlite:PATH (default sqlite:dsop-audit.db), postgresql://DSN, or none",
-    )
-    serve.add_argument(
-        "--audit-key", type=Path, default=Path("dsop-audit.key"), help="Ed25519 signing key"
-    )
-    serve.add_argument("--audit-writer", default="", help="this process's chain id")
-    serve.add_argument("--audit-checkpoints", type=Path, help="also append checkpoints here")
-    serve.add_argument(
-        "--auditor", action="append", default=[], help="organisation with the audit role"
-    )
-    _add_server_tls(serve, "hub")
-    serve.set_defaults(run=_hub_serve)
+    add_hub_commands(commands)
 
     bank = commands.add_parser("bank", help="bank tools").add_subparsers(
         dest="bank_command", required=True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -20,6 +21,10 @@ from dsop.controlinfo.v2 import bank_pb2
 from dsop.hub.v1 import hub_pb2, hub_pb2_grpc
 
 MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
+#: Stream failures worth a new stream: the hub (a replica) or the way to it went away. A load
+#: balancer whose replica died mid-stream resets the stream, which gRPC reports as INTERNAL
+#: ("Stream removed"); the hub itself never ends a stream with INTERNAL.
+RETRYABLE: Final = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL})
 CHANNEL_OPTIONS: Final = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -128,7 +133,10 @@ class HubClient:
         insecure: bool = False,
         channel_options: Sequence[tuple[str, str | int]] = (),
     ) -> None:
-        """``channel_options``: gRPC channel arguments beyond the defaults."""
+        """``channel_options``: extra gRPC channel arguments, e.g.
+        ``(("grpc.use_local_subchannel_pool", 1),)`` for a connection of this client's own
+        (clients to one target otherwise share one), so several clients spread over a hub's
+        workers."""
         self._token = token
         self._channel = _channel_async(target, tls, insecure, channel_options)
         self._stub = hub_pb2_grpc.HubServiceStub(self._channel)
@@ -159,15 +167,58 @@ class HubClient:
         *,
         batch_size: int = 500,
         window: int = 10_000,
+        retries: int = 0,
+        backoff: float = 0.2,
     ) -> AsyncIterator[hub_pb2.QueryEvent]:
         """Runs many queries over one ``QueryStream``: sends them ``batch_size`` per message
         while at most ``window`` are unanswered, and yields every event as it arrives
-        (correlate by ``query_id``; a query is done at its summary)."""
+        (correlate by ``query_id``; a query is done at its summary).
+
+        With ``retries``, a stream that breaks (UNAVAILABLE or INTERNAL: a hub replica or
+        its balancer went away) is opened again up to that many times, after a jittered
+        pause, and every query not yet summarized is sent again, then the rest. A query sent
+        again starts over: its events may arrive twice, and only its last summary counts."""
+        source = _aiter(queries)
+        unanswered: dict[str, hub_pb2.Query] | None = {} if retries else None
+        attempt = 0
+        while True:
+            again = list(unanswered.values()) if unanswered else []
+            try:
+                async for event in self._stream_once(
+                    source, again, unanswered, batch_size=batch_size, window=window
+                ):
+                    if unanswered is not None and event.HasField("summary"):
+                        unanswered.pop(event.summary.query_id, None)
+                    yield event
+                return
+            except grpc.aio.AioRpcError as exc:
+                if attempt >= retries or exc.code() not in RETRYABLE:
+                    raise
+            attempt += 1
+            await asyncio.sleep(random.uniform(0.5, 1.0) * backoff * 2 ** (attempt - 1))
+
+    async def _stream_once(
+        self,
+        source: AsyncIterator[hub_pb2.Query],
+        again: list[hub_pb2.Query],
+        unanswered: dict[str, hub_pb2.Query] | None,
+        *,
+        batch_size: int,
+        window: int,
+    ) -> AsyncIterator[hub_pb2.QueryEvent]:
         room = asyncio.Semaphore(window)
+
+        async def queries() -> AsyncIterator[hub_pb2.Query]:
+            for query in again:
+                yield query
+            async for query in source:
+                if unanswered is not None:
+                    unanswered[query.query_id] = query
+                yield query
 
         async def requests() -> AsyncIterator[hub_pb2.QueryStreamRequest]:
             message = hub_pb2.QueryStreamRequest()
-            async for query in _aiter(queries):
+            async for query in queries():
                 if message.queries and room.locked():
                     # About to wait for room: send what is gathered first.
                     yield message

@@ -237,6 +237,7 @@ def run_demo(banks: int = 20, seed: int = 7) -> int:
         with _process(bank_args, "the bank simulator") as simulator:
             _wait_for(registry, simulator, "the bank simulator")
             hub_args = ["hub", "serve", "--listen", "127.0.0.1:0", "--registry", str(registry)]
+            hub_args += ["--metrics-listen", "127.0.0.1:0", "--log-level", "warning"]
             hub_args += ["--certs", str(certs), "--port-file", str(port_file)]
             hub_args += [
                 "--audit",

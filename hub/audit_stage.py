@@ -11,11 +11,28 @@ released (fail closed): its queries' agencies get nothing rather than unaudited 
 from __future__ import annotations
 
 import logging
+import time
+from typing import Final
 
+from hub import metrics
 from hub.audit import AuditLog, records_for_batch
 from hub.respond import Outgoing
 
 log = logging.getLogger(__name__)
+
+COMMIT_SECONDS: Final = metrics.histogram(
+    "dsop_hub_audit_commit_duration_seconds",
+    "How long a batch of events waited for its audit records to be durable",
+    buckets=metrics.SECONDS_BUCKETS,
+)
+BATCH_RECORDS: Final = metrics.histogram(
+    "dsop_hub_audit_batch_records",
+    "Audit records appended per batch of outgoing events",
+    buckets=metrics.SIZE_BUCKETS,
+)
+PENDING: Final = metrics.gauge(
+    "dsop_hub_audit_pending_records", "Audit records appended and not yet durable"
+)
 
 
 class AuditStage:
@@ -26,5 +43,12 @@ class AuditStage:
         if not batch:
             return batch
         records = records_for_batch([(item.ctx, item.event, item.data) for item in batch])
-        await self.audit.append(records)
+        started = time.monotonic()
+        PENDING.inc(len(records))
+        try:
+            await self.audit.append(records)
+        finally:
+            PENDING.dec(len(records))
+        COMMIT_SECONDS.observe(time.monotonic() - started)
+        BATCH_RECORDS.observe(len(records))
         return batch

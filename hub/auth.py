@@ -13,12 +13,19 @@ When tokens are configured every stream needs one, and a client certificate, whe
 name the same organisation. Without tokens the certificate is the identity. Verified
 certificates and tokens are remembered (a token until it expires), so a reconnecting agency
 does not pay for the signature again.
+
+Behind a load balancer that terminates TLS (nginx's ``grpc_pass``), the connection is the
+balancer's: its certificate names one of the configured ``proxies``. The agency is then known
+by the certificate the balancer verified and forwards in ``x-client-cert`` (URL-escaped PEM,
+nginx's ``$ssl_client_escaped_cert``), which the hub verifies again against its own CA, and by
+its token. The header is believed only on a connection from a trusted balancer.
 """
 
 from __future__ import annotations
 
 import re
 import time
+import urllib.parse
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -26,11 +33,13 @@ from typing import Any, Final
 import grpc
 import jwt
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from hub.certs import organisation_number
 from hub.context import Identity
 
 CACHE_SIZE: Final = 4096
+FORWARDED_CERT: Final = "x-client-cert"
 CONSUMER_AUTHORITY: Final = "iso6523-actorid-upis"
 _CONSUMER_ID: Final = re.compile(r"^0192:([0-9]{9})$")
 
@@ -69,15 +78,28 @@ class _Lru:
 
 
 class Authenticator:
-    def __init__(self, tokens: TokenSettings | None) -> None:
+    def __init__(
+        self,
+        tokens: TokenSettings | None,
+        *,
+        proxies: frozenset[str] = frozenset(),
+        client_ca: bytes | None = None,
+    ) -> None:
+        """``proxies``: organisation numbers of trusted load balancers; ``client_ca``: the CA
+        (PEM) that signs agencies' certificates, to check those a balancer forwards."""
         self.tokens = tokens
+        self.proxies = proxies
+        self._cas = x509.load_pem_x509_certificates(client_ca) if client_ca is not None else []
         self._keys = jwt.PyJWKSet.from_dict(tokens.jwks) if tokens is not None else None
         self._certificates = _Lru(CACHE_SIZE)
+        self._forwarded = _Lru(CACHE_SIZE)
         self._verified = _Lru(CACHE_SIZE)
 
     def authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
         """The caller's identity; raises AuthError when it cannot be established."""
         certificate = self._certificate_identity(context)
+        if certificate is not None and certificate.organisation in self.proxies:
+            certificate = self._forwarded_identity(context)
         token = _bearer(context)
         if self.tokens is None:
             if certificate is None:
@@ -106,6 +128,37 @@ class Authenticator:
         if isinstance(cached, AuthError):
             raise cached
         return cached  # type: ignore[no-any-return]
+
+    def _forwarded_identity(self, context: grpc.aio.ServicerContext[Any, Any]) -> Identity | None:
+        """The agency's certificate as the balancer forwarded it (None: it forwarded none)."""
+        escaped = _metadata(context, FORWARDED_CERT)
+        if not escaped:
+            return None
+        cached = self._forwarded.get(escaped)
+        if cached is None:
+            cached = self._check_forwarded(urllib.parse.unquote(escaped).encode())
+            self._forwarded.put(escaped, cached)
+        if isinstance(cached, AuthError):
+            raise cached
+        return cached  # type: ignore[no-any-return]
+
+    def _check_forwarded(self, pem: bytes) -> Identity | AuthError:
+        try:
+            cert = x509.load_pem_x509_certificate(pem)
+        except ValueError:
+            return AuthError("the forwarded client certificate cannot be read")
+        # The balancer verified the whole chain; this is the second lock: issued by one of the
+        # agencies' CAs the hub trusts, and valid now.
+        if not any(_issued_by(cert, ca) for ca in self._cas):
+            return AuthError("the forwarded client certificate is not signed by a trusted CA")
+        now = time.time()
+        valid = cert.not_valid_before_utc.timestamp() <= now <= cert.not_valid_after_utc.timestamp()
+        if not valid:
+            return AuthError("the forwarded client certificate is not valid now")
+        org = organisation_number(cert)
+        if org is None:
+            return AuthError("the client certificate carries no organisation number")
+        return Identity(organisation=org, subject=cert.subject.rfc4514_string())
 
     def verify_token(self, token: str) -> Identity:
         now = time.time()
@@ -162,12 +215,25 @@ class Authenticator:
         return Identity(organisation=match.group(1), subject=subject, scopes=scopes), expires
 
 
-def _bearer(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _metadata(context: grpc.aio.ServicerContext[Any, Any], name: str) -> str | None:
     for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
-            text = value.decode() if isinstance(value, bytes) else value
-            if text.startswith("Bearer "):
-                return text.removeprefix("Bearer ").strip()
+        if key == name:
+            return value.decode() if isinstance(value, bytes) else value
+    return None
+
+
+def _bearer(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    text = _metadata(context, "authorization")
+    if text is not None and text.startswith("Bearer "):
+        return text.removeprefix("Bearer ").strip()
     return None
 
 

@@ -22,8 +22,16 @@ from typing import Final, Protocol
 import grpc
 
 from dsop.controlinfo.v2 import bank_pb2, bank_pb2_grpc, model_pb2
+from hub import metrics
 
 log = logging.getLogger(__name__)
+
+BATCH_REQUESTS: Final = metrics.histogram(
+    "dsop_hub_bank_batch_requests",
+    "Requests coalesced into one Exchange message to the bank",
+    ("bank",),
+    buckets=metrics.SIZE_BUCKETS,
+)
 
 #: Called with every answer to a request; more follow while ``has_more`` is set.
 ResponseHandler = Callable[[bank_pb2.BankResponse], None]
@@ -62,6 +70,10 @@ class BankClient(Protocol):
     def credit(self, request_id: int, pages: int) -> None:
         """The caller took ``pages`` pages of a paced transactions request (one sent with
         ``page_window``): the bank may send that many more."""
+        ...
+
+    def in_flight(self) -> int:
+        """Requests queued or awaiting their final answer (shown to operators)."""
         ...
 
     def stalled(self, since: float) -> None:
@@ -129,6 +141,7 @@ class GrpcBankClient:
         #: Messages written to the bank and requests they carried (for metrics and tests).
         self.messages_sent = 0
         self.requests_sent = 0
+        self._batch_sizes = BATCH_REQUESTS.labels(bank_id)
 
     def in_flight(self) -> int:
         """Requests waiting to be written or answered."""
@@ -216,6 +229,7 @@ class GrpcBankClient:
                     continue
                 self.messages_sent += 1
                 self.requests_sent += len(batch.requests)
+                self._batch_sizes.observe(len(batch.requests))
 
     def _open(self) -> _ExchangeCall:
         if self._channel is None:

@@ -31,6 +31,8 @@ AGENCIES: Final = {
     "991825827": "Digitaliseringsdirektoratet",
 }
 ORG_PREFIX: Final = "NTRNO-"
+#: The development load balancer's organisation number (`proxy.pem`, for nginx in front).
+DEV_PROXY: Final = "912345602"
 #: The development token issuer and audience (`dsop certs init` makes the issuer's keys).
 DEV_ISSUER: Final = "https://issuer.dev.dsop-hub.invalid/"
 DEV_AUDIENCE: Final = "dsop-hub"
@@ -79,6 +81,12 @@ def _issue(
         .not_valid_after(now + VALIDITY)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
+        # Key identifiers, as real CAs issue them (path validation requires the authority's).
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
     if sans:
         builder = builder.add_extension(_SANS, critical=False)
@@ -112,7 +120,8 @@ def organisation_number(cert: x509.Certificate) -> str | None:
 
 
 def init(directory: Path, agencies: dict[str, str] | None = None) -> list[Path]:
-    """Writes ca, hub, bank and agency-<orgno> certificates and keys (PEM) to ``directory``,
+    """Writes ca, hub, bank, proxy (a load balancer's, organisation DEV_PROXY) and
+    agency-<orgno> certificates and keys (PEM) to ``directory``,
     and the keys and JWKS of a development token issuer (issuer.key, issuer-jwks.json) and of
     the police's order signing (police.key, police-jwks.json)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -128,6 +137,9 @@ def init(directory: Path, agencies: dict[str, str] | None = None) -> list[Path]:
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -155,7 +167,10 @@ def init(directory: Path, agencies: dict[str, str] | None = None) -> list[Path]:
             _issue(subject, key=key, ca_cert=ca_cert, ca_key=ca_key, usages=usages, sans=True),
             key,
         )
-    for orgno, org_name in (agencies if agencies is not None else AGENCIES).items():
+    for orgno, org_name in (
+        *(agencies if agencies is not None else AGENCIES).items(),
+        (DEV_PROXY, "dsop load balancer"),
+    ):
         key = _key()
         subject = x509.Name(
             [
@@ -164,10 +179,16 @@ def init(directory: Path, agencies: dict[str, str] | None = None) -> list[Path]:
                 x509.NameAttribute(NameOID.ORGANIZATION_IDENTIFIER, f"{ORG_PREFIX}{orgno}"),
             ]
         )
+        proxy = orgno == DEV_PROXY
         cert = _issue(
-            subject, key=key, ca_cert=ca_cert, ca_key=ca_key, usages=(client,), sans=False
+            subject,
+            key=key,
+            ca_cert=ca_cert,
+            ca_key=ca_key,
+            usages=(server, client) if proxy else (client,),
+            sans=proxy,
         )
-        _write(directory, f"agency-{orgno}", cert, key)
+        _write(directory, "proxy" if proxy else f"agency-{orgno}", cert, key)
     _signing_key(directory, "issuer", "issuer-dev")
     _signing_key(directory, "police", "police-dev")
     return sorted(directory.iterdir())

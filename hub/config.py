@@ -73,6 +73,8 @@ class TlsFiles:
 class HubConfig:
     #: host:port the hub listens on (port 0: any free port).
     listen: str = "127.0.0.1:50050"
+    #: Processes serving the port (SO_REUSEPORT); more than one needs a shared audit log.
+    workers: int = 1
     #: The bank registry file (see hub.registry).
     registry: Path | None = None
     #: "embedded" (the synthetic register matching the registry's simulated banks),
@@ -92,6 +94,10 @@ class HubConfig:
     token_audience: str = "dsop-hub"
     #: The police's order-signing keys (JWKS file), for politi-utlevering's pol1 orders.
     police_jwks: Path | None = None
+    #: Organisation numbers of the load balancers in front of the hub: a connection whose
+    #: client certificate names one is the balancer's, and the agency is known by the
+    #: certificate it forwards (x-client-cert) and its token, not by the connection.
+    proxies: frozenset[str] = frozenset()
     #: Queries in flight per agency stream before the hub stops reading from it.
     stream_window: int = 20_000
     #: Longest a query may take when the agency sets no (shorter) deadline.
@@ -103,6 +109,8 @@ class HubConfig:
     #: The audit log: "sqlite:PATH" (embedded, the default) or "postgresql://DSN" (several
     #: processes or replicas writing one log); "none" turns auditing off (tests, benchmarks).
     audit: str = "sqlite:dsop-audit.db"
+    #: The PostgreSQL schema holding the log's tables.
+    audit_schema: str = "dsop_audit"
     #: The hub's Ed25519 key signing audit checkpoints (created when missing).
     audit_key: Path = Path("dsop-audit.key")
     #: This process's chain in the log; stable across restarts, unique among live writers.
@@ -120,17 +128,24 @@ class HubConfig:
     bank_max_message_bytes: int = 64 * 1024 * 1024
     #: How long a bank batch waits for company (seconds); 0 sends on the next loop turn.
     bank_linger: float = 0.0
+    #: host:port of the Prometheus endpoint (/metrics); "" turns it off. With several
+    #: workers, worker i serves it on port + i.
+    metrics_listen: str = "127.0.0.1:9464"
+    #: Log level (debug, info: one line per query, warning, error) and format (json, text).
+    log_level: str = "info"
+    log_format: str = "json"
 
     def check(self) -> None:
+        """Stops start-up with a message naming the setting's key (as in the TOML file)."""
         if self.registry is None:
             raise ConfigError("registry: required, the bank registry file")
         if not self.insecure and self.tls is None:
             raise ConfigError(
                 "tls: TLS is on by default; give the hub's certificate and key "
-                "(--tls-cert, --tls-key) or choose plaintext explicitly (--insecure)"
+                "(tls.cert and tls.key, or certs) or choose plaintext explicitly (insecure)"
             )
         if self.token_jwks is not None and not self.token_issuer:
-            raise ConfigError("token_issuer: required with token_jwks (the issuer to trust)")
+            raise ConfigError("tokens.issuer: required with tokens.jwks (the issuer to trust)")
         if not (self.kar == "embedded" or self.kar.startswith(("grpc://", "https://", "http://"))):
             raise ConfigError(
                 "kar: must be 'embedded', 'grpc://HOST:PORT' or the REST API's URL "
@@ -140,18 +155,57 @@ class HubConfig:
             self.audit == "none"
             or self.audit.startswith(("sqlite:", "postgresql://", "postgres://"))
         ):
-            raise ConfigError("audit: must be sqlite:PATH, postgresql://DSN or none")
+            raise ConfigError("audit.backend: must be sqlite:PATH, postgresql://DSN or none")
+        if not self.audit_schema.isidentifier():
+            raise ConfigError("audit.schema: must be a plain identifier (letters, digits, _)")
+        _check_address("listen", self.listen)
+        if self.metrics_listen:
+            _check_address("metrics.listen", self.metrics_listen)
+        if not 1 <= self.workers <= 64:
+            raise ConfigError("workers: must be between 1 and 64")
+        if self.workers > 1:
+            if self.listen.rpartition(":")[2] == "0":
+                raise ConfigError("workers: several workers share one port; give listen a port")
+            if self.audit.startswith("sqlite:"):
+                raise ConfigError(
+                    "workers: an SQLite audit log has one writer process; with several "
+                    "workers use audit.backend = postgresql://DSN"
+                )
         if not 0 < self.query_timeout <= 3600:
-            raise ConfigError("query_timeout: must be between 0 and 3600 seconds")
+            raise ConfigError("timeouts.query: must be between 0 and 3600 seconds")
         if not 0 < self.calls.timeout <= 3600:
-            raise ConfigError("bank_timeout: must be between 0 and 3600 seconds")
+            raise ConfigError("timeouts.bank: must be between 0 and 3600 seconds")
+        if not 0 <= self.drain_grace <= 3600:
+            raise ConfigError("timeouts.drain_grace: must be between 0 and 3600 seconds")
+        if not 0 <= self.calls.max_retries <= 10:
+            raise ConfigError("banks.max_retries: must be between 0 and 10")
+        if not 0 <= self.calls.retry_ratio <= 1:
+            raise ConfigError("banks.retry_ratio: must be between 0 and 1")
         if self.calls.hedge_factor < 0:
-            raise ConfigError("hedge_factor: must not be negative")
-        if self.limits.max_in_flight < 1 or self.limits.max_per_consumer < 1:
-            raise ConfigError("limits: max_in_flight and max_per_consumer must be at least 1")
+            raise ConfigError("banks.hedge_factor: must not be negative")
+        if self.calls.breaker_failures < 1 or self.calls.breaker_open_for <= 0:
+            raise ConfigError(
+                "banks.breaker_failures, banks.breaker_open_for: must be at least 1 and above 0"
+            )
+        if self.limits.max_in_flight < 1:
+            raise ConfigError("limits.max_in_flight: must be at least 1")
+        if self.limits.max_per_consumer < 1:
+            raise ConfigError("limits.max_per_consumer: must be at least 1")
         if self.stream_window < 1:
-            raise ConfigError("stream_window: must be at least 1")
+            raise ConfigError("limits.stream_window: must be at least 1")
         if not 1 <= self.bank_max_batch <= 100_000:
-            raise ConfigError("bank_max_batch: must be between 1 and 100000")
+            raise ConfigError("banks.max_batch: must be between 1 and 100000")
         if not 0 <= self.bank_linger <= 0.1:
-            raise ConfigError("bank_linger: must be between 0 and 0.1 seconds")
+            raise ConfigError("banks.linger_ms: must be between 0 and 100 ms")
+        if not 1024 <= self.bank_max_message_bytes <= 1024**3:
+            raise ConfigError("banks.max_message_bytes: must be between 1 KiB and 1 GiB")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError("log.level: must be debug, info, warning or error")
+        if self.log_format not in ("json", "text"):
+            raise ConfigError("log.format: must be json or text")
+
+
+def _check_address(key: str, address: str) -> None:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{key}: must be HOST:PORT (port 0: any), not {address!r}")

@@ -33,6 +33,7 @@ from hub.context import QueryContext, Refusal
 from hub.fanout import FanoutStage, summary
 from hub.filter import FilterStage
 from hub.kar import Kar
+from hub.observe import QueryObserver
 from hub.police import PoliceOrderVerifier
 from hub.policy import PolicyStage
 from hub.profiles import Profiles
@@ -55,14 +56,22 @@ _AUDIT_DOWN = Refusal(
 
 
 class Pipeline:
-    def __init__(self, ingress: Sequence[IngressStage], egress: Egress, shed: ShedStage) -> None:
+    def __init__(
+        self,
+        ingress: Sequence[IngressStage],
+        egress: Egress,
+        shed: ShedStage,
+        observer: QueryObserver,
+    ) -> None:
         self.ingress = tuple(ingress)
         self.egress = egress
         self.shed = shed
+        self.observer = observer
 
     def abandon(self, contexts: Iterable[QueryContext]) -> None:
         """The agency went away: stop these queries, cancel their bank calls, free their room."""
         for ctx in contexts:
+            self.observer.abandoned(ctx)
             ctx.cancelled = True
             for call in ctx.calls:
                 call.cancel()
@@ -102,10 +111,11 @@ def build_pipeline(
     audit: AuditLog | None,
 ) -> Pipeline:
     shed = ShedStage(limits)
+    observer = QueryObserver(release=shed.release, services=profiles.services)
     outbound: list[EgressStage] = [FilterStage(profiles), EncodeStage()]
     if audit is not None:
         outbound.append(AuditStage(audit))
-    outbound.append(RespondStage(on_finished=shed.release))
+    outbound.append(RespondStage(on_finished=observer.finished))
 
     def withheld(batch: list[Outgoing]) -> None:
         # The batch could not be audited: its data is withheld; each query still ends, with
@@ -114,12 +124,12 @@ def build_pipeline(
             if ctx.cancelled or ctx.finished:
                 continue
             ctx.refusal = _AUDIT_DOWN
-            ctx.cancelled = True
             for call in ctx.calls:
                 call.cancel()
             ctx.sink.send(ctx, summary(ctx).SerializeToString())
             ctx.sink.finished(ctx)
-            shed.release(ctx)
+            observer.finished(ctx)
+            ctx.cancelled = True
 
     egress = Egress(outbound, on_failure=withheld)
     ingress: list[IngressStage] = [
@@ -129,4 +139,4 @@ def build_pipeline(
         ResolveStage(kar),
         FanoutStage(banks, egress.emit),
     ]
-    return Pipeline(ingress, egress, shed)
+    return Pipeline(ingress, egress, shed, observer)

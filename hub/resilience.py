@@ -24,9 +24,31 @@ import grpc
 
 from dsop.controlinfo.v2 import bank_pb2, model_pb2
 from dsop.hub.v1 import hub_pb2
+from hub import metrics
 from hub.banks import BankClient, failure
 
 log = logging.getLogger(__name__)
+
+BANK_CALLS: Final = metrics.counter(
+    "dsop_hub_bank_calls_total",
+    "Bank calls ended, by outcome: answered (the bank's own answer, an error included), "
+    "deadline, unavailable, circuit-open, cancelled (the agency went away)",
+    ("bank", "outcome"),
+)
+BANK_CALL_SECONDS: Final = metrics.histogram(
+    "dsop_hub_bank_call_duration_seconds",
+    "From a bank call's first request to its final answer (retries and hedges included)",
+    ("bank",),
+    buckets=metrics.SECONDS_BUCKETS,
+)
+#: What a call's end is counted as, by the reason the hub gave up (0: the bank answered).
+_CALL_OUTCOMES: Final = {
+    0: "answered",
+    hub_pb2.FAILURE_REASON_REFUSED: "answered",
+    hub_pb2.FAILURE_REASON_DEADLINE: "deadline",
+    hub_pb2.FAILURE_REASON_UNAVAILABLE: "unavailable",
+    hub_pb2.FAILURE_REASON_CIRCUIT_OPEN: "circuit-open",
+}
 
 Reason = hub_pb2.FailureReason
 #: Called with each answer and the reason the hub gave up (0 when the bank answered).
@@ -347,6 +369,7 @@ class Call:
         self.live.clear()
         if self.hedge_timer is not None:
             self.hedge_timer.cancel()
+        self.bank.cancelled.inc()
         self._release()
 
     def _release(self) -> None:
@@ -363,8 +386,11 @@ class Call:
         self.done = True
         if self.hedge_timer is not None:
             self.hedge_timer.cancel()
+        bank = self.bank
         if success is not None:
-            self.bank.breaker.record(success)
+            bank.breaker.record(success)
+        bank.ended[reason].inc()
+        bank.seconds.observe(time.monotonic() - self.started)
         handler = self.handler
         self._release()
         handler(response, reason)
@@ -397,6 +423,12 @@ class ResilientBank:
         )
         self.retries = 0
         self.hedges = 0
+        # Metric children resolved once: a labels() lookup per call would cost more.
+        self.ended = {
+            reason: BANK_CALLS.labels(self.bank_id, name) for reason, name in _CALL_OUTCOMES.items()
+        }
+        self.cancelled = BANK_CALLS.labels(self.bank_id, "cancelled")
+        self.seconds = BANK_CALL_SECONDS.labels(self.bank_id)
 
     def hedge_delay(self) -> float | None:
         policy = self.policy
@@ -411,6 +443,7 @@ class ResilientBank:
         call.bank_bound = own <= deadline
         if not self.breaker.allow():
             call.done = True
+            self.ended[Reason.FAILURE_REASON_CIRCUIT_OPEN].inc()
             handler(
                 failure(
                     0, "ACC-100", grpc.StatusCode.UNAVAILABLE, "the bank's circuit breaker is open"

@@ -139,6 +139,9 @@ class RestBankClient:
         #: HTTP calls made (for metrics and tests).
         self.calls = 0
 
+    def in_flight(self) -> int:
+        return len(self._handlers)
+
     def request(self, on_response: ResponseHandler) -> bank_pb2.BankRequest:
         if self._closed:
             raise RuntimeError("bank client is closed")

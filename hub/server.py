@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from dsop.hub.v1 import hub_pb2, hub_pb2_grpc
+from hub import metrics
 from hub.audit import AuditError, ChainLog, LogOptions, load_or_create_key, open_log
 from hub.auth import Authenticator, AuthError, TokenSettings
 from hub.banks import BankClient, GrpcBankClient
@@ -33,7 +34,7 @@ from hub.kar import GrpcKar, Kar, SyntheticKar
 from hub.pipeline import Pipeline, build_pipeline
 from hub.police import PoliceOrderVerifier
 from hub.profiles import ProfileError, load_profiles
-from hub.registry import Registry
+from hub.registry import Registry, RegistryError
 from hub.resilience import Deadlines, ResilientBank
 from hub.respond import SingleSink, StreamSink
 from hub.rest import make_client, make_kar
@@ -52,10 +53,15 @@ SERVER_OPTIONS: Final = (
     # failed with "Internal error from Core". Load shedding is the hub's job, not this.
     ("grpc.server.max_pending_requests", 50_000),
     ("grpc.server.max_pending_requests_hard_limit", 50_000),
+    # ...and how long a call may wait there before core cancels it (default 30 s): under a
+    # burst of 10,000 new streams on a busy machine the Python server takes longer than that
+    # to pick them all up, and the last ones ended CANCELLED before the hub saw them.
+    ("grpc.server_max_unrequested_time_in_server", 300),
     # Agencies and load balancers may keep idle connections alive with pings.
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
 )
+STREAMS: Final = metrics.gauge("dsop_hub_streams_open", "Agency QueryStream calls open")
 SERVING: Final = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING: Final = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -252,6 +258,7 @@ class HubServicer:
                 sink.close()
 
         reader = asyncio.get_running_loop().create_task(read())
+        STREAMS.inc()
         try:
             while messages := await sink.messages():
                 for message in messages:
@@ -263,6 +270,7 @@ class HubServicer:
                     f"a request message could not be read ({failure[0]})",
                 )
         finally:
+            STREAMS.dec()
             reader.cancel()
             # Whatever is still in flight has lost its agency (cancelled, disconnected).
             self.pipeline.abandon(list(sink.in_flight.values()))
@@ -296,12 +304,22 @@ async def _open_audit(config: HubConfig, port: int) -> ChainLog | None:
             load_or_create_key(config.audit_key),
             writer,
             LogOptions(checkpoint_file=config.audit_checkpoints),
+            schema=config.audit_schema,
         )
         await audit.open()
     except (OSError, ValueError, AuditError) as exc:
         raise ConfigError(f"audit: cannot open the audit log: {exc}") from exc
     log.info("audit log open (writer %s)", writer)
     return audit
+
+
+def _read_ca(tls: TlsFiles | None) -> bytes:
+    if tls is None or tls.ca is None:
+        raise ConfigError("proxies.trusted: needs tls.ca, the CA of agencies' certificates")
+    try:
+        return tls.ca.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"tls.ca: cannot read {tls.ca}: {exc.strerror}") from exc
 
 
 def _kar(config: HubConfig, registry: Registry) -> Kar:
@@ -335,6 +353,7 @@ class Hub:
         health: health.aio.HealthServicer,
         deadlines: Deadlines,
         audit: ChainLog | None,
+        metrics_server: metrics.MetricsServer | None = None,
     ) -> None:
         self.config = config
         self.server = server
@@ -345,12 +364,43 @@ class Hub:
         self.health = health
         self.deadlines = deadlines
         self.audit = audit
+        self.metrics_server = metrics_server
+        self.metrics_source = metrics.Source(
+            in_flight=lambda: pipeline.shed.in_flight,
+            shed=lambda: pipeline.shed.shed,
+            banks=self._bank_states,
+            audit=self._audit_state,
+        )
+        metrics.COLLECTOR.add(self.metrics_source)
+
+    def _bank_states(self) -> list[metrics.BankState]:
+        return [
+            metrics.BankState(
+                bank_id, bank.breaker.state, bank.retries, bank.hedges, bank.client.in_flight()
+            )
+            for bank_id, bank in self.banks.items()
+        ]
+
+    def _audit_state(self) -> metrics.AuditState | None:
+        if self.audit is None:
+            return None
+        counts = self.audit.metrics
+        return metrics.AuditState(
+            counts.records, counts.transactions, counts.checkpoints, counts.failures
+        )
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.metrics_server.port if self.metrics_server is not None else None
 
     @classmethod
     async def start(cls, config: HubConfig) -> Hub:
         config.check()
         assert config.registry is not None
-        registry = Registry.load(config.registry)
+        try:
+            registry = Registry.load(config.registry)
+        except RegistryError as exc:
+            raise ConfigError(f"registry: {exc}") from exc
         if config.insecure:
             log.warning(
                 "PLAINTEXT: the hub runs without TLS (--insecure); queries and personal data "
@@ -368,7 +418,7 @@ class Hub:
             raise ConfigError(f"profiles: {exc}") from exc
         tokens = (
             TokenSettings(
-                read_json(config.token_jwks, "token_jwks"),
+                read_json(config.token_jwks, "tokens.jwks"),
                 config.token_issuer,
                 config.token_audience,
             )
@@ -376,7 +426,7 @@ class Hub:
             else None
         )
         orders = (
-            PoliceOrderVerifier(read_json(config.police_jwks, "police_jwks"))
+            PoliceOrderVerifier(read_json(config.police_jwks, "police.jwks"))
             if config.police_jwks is not None
             else None
         )
@@ -409,7 +459,11 @@ class Hub:
                 )
             banks[bank.bank_id] = ResilientBank(client, policy, deadlines, breaker_changed)
         kar = _kar(config, registry)
-        server = grpc.aio.server(options=SERVER_OPTIONS)
+        # Workers share the port on purpose; a lone hub must not share it by accident (a
+        # second hub started on a busy port fails instead of silently taking half the calls).
+        server = grpc.aio.server(
+            options=(*SERVER_OPTIONS, ("grpc.so_reuseport", int(config.workers > 1)))
+        )
         port = (
             server.add_secure_port(config.listen, server_credentials)
             if server_credentials is not None
@@ -419,7 +473,11 @@ class Hub:
         pipeline = build_pipeline(
             kar, banks, profiles=profiles, orders=orders, limits=config.limits, audit=audit
         )
-        authenticator = Authenticator(tokens)
+        authenticator = Authenticator(
+            tokens,
+            proxies=config.proxies,
+            client_ca=_read_ca(config.tls) if config.proxies else None,
+        )
         servicer = HubServicer(
             pipeline,
             authenticator,
@@ -439,6 +497,14 @@ class Hub:
         await health_servicer.set(SERVICE, SERVING)
         for bank_id in banks:
             await health_servicer.set(bank_health_name(bank_id), SERVING)
+        metrics_server = None
+        if config.metrics_listen:
+            try:
+                metrics_server = metrics.serve(config.metrics_listen)
+            except OSError as exc:
+                raise ConfigError(
+                    f"metrics_listen: cannot listen on {config.metrics_listen}: {exc.strerror}"
+                ) from exc
         await server.start()
         log.info("hub listening on port %d with %d banks", port, len(banks))
         return cls(
@@ -451,6 +517,7 @@ class Hub:
             health=health_servicer,
             deadlines=deadlines,
             audit=audit,
+            metrics_server=metrics_server,
         )
 
     async def drain(self, grace: float | None = None) -> None:
@@ -469,6 +536,9 @@ class Hub:
 
     async def stop(self, grace: float | None = 1.0) -> None:
         await self.server.stop(grace)
+        metrics.COLLECTOR.remove(self.metrics_source)
+        if self.metrics_server is not None:
+            self.metrics_server.close()
         await self.pipeline.close()
         self.deadlines.close()
         for bank in self.banks.values():

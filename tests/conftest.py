@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from hub import certs
@@ -25,6 +27,21 @@ def cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("certs")
     certs.init(directory)
     return directory
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[tuple[str, str]]:
+    """(DSN, a fresh schema name) on the test PostgreSQL server; the schema is dropped after
+    the test. Skips when no server is configured (mandatory in CI)."""
+    from tests.hub.audit.audit_support import postgres_dsn  # noqa: PLC0415
+
+    dsn = postgres_dsn()
+    name = f"audit_test_{uuid.uuid4().hex[:12]}"
+    yield dsn, name
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(name))
+        )
 
 
 @pytest.fixture(scope="session")
@@ -79,6 +96,7 @@ async def make_env(
                 "token_jwks": cert_dir / "issuer-jwks.json",
                 "token_issuer": DEV_ISSUER,
                 "police_jwks": cert_dir / "police-jwks.json",
+                "metrics_listen": "",
                 **hub_options,
             },  # type: ignore[arg-type]
         )

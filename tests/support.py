@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,11 +45,7 @@ class Env:
         return f"localhost:{self.hub.port}"
 
     def client_tls(self, agency: str = "974761076") -> ClientTls:
-        return ClientTls(
-            ca=(self.cert_dir / "ca.pem").read_bytes(),
-            cert=(self.cert_dir / f"agency-{agency}.pem").read_bytes(),
-            key=(self.cert_dir / f"agency-{agency}.key").read_bytes(),
-        )
+        return agency_tls(self.cert_dir, agency)
 
     def client(self, agency: str = "974761076", token: Token = _DEV) -> HubClient:
         """A client with the agency's certificate and, by default, a development token
@@ -99,3 +99,47 @@ def filtered(message: M, service: str, kind: str) -> M:
     copy.CopyFrom(message)
     _FILTER.plans[service][kind].apply(copy)
     return copy
+
+
+def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """``dsop ARGS`` as a child process in its own session, its output in ``log``."""
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "clients", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def wait_for_file(path: Path, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Waits for ``process`` to write ``path`` (a port file, a registry), failing if it exits."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, f"exited with {process.returncode}"
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def stop(*processes: subprocess.Popen[bytes] | None) -> None:
+    """Kills whatever is still running (a test's cleanup)."""
+    for process in processes:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def free_port() -> int:
+    """A port free right now (a child binds it soon after; the race is accepted in tests)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def agency_tls(cert_dir: Path, agency: str = "974761076") -> ClientTls:
+    """The agency's client certificate from a `dsop certs init` directory."""
+    return ClientTls(
+        ca=(cert_dir / "ca.pem").read_bytes(),
+        cert=(cert_dir / f"agency-{agency}.pem").read_bytes(),
+        key=(cert_dir / f"agency-{agency}.key").read_bytes(),
+    )

@@ -7,9 +7,6 @@ import datetime as dt
 import hashlib
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import grpc
@@ -17,14 +14,14 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from clients.client import ClientTls, HubClient, make_query
+from clients.client import HubClient, make_query
 from clients.devtokens import DevTokens
 from clients.services import MANDATES
 from dsop.hub.v1 import hub_pb2, hub_pb2_grpc
 from hub.audit import open_log
 from hub.auth import mint_token
 from hub.certs import DEV_AUDIENCE, DEV_ISSUER
-from tests.support import Env
+from tests.support import Env, agency_tls, spawn, stop, wait_for_file
 
 FAR = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
 EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
@@ -98,49 +95,28 @@ async def test_disclosure_lookup_needs_the_audit_role(env: Env) -> None:
     await channel.close()
 
 
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "clients", *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def _wait(path: Path, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, f"exited with {process.returncode}"
-        assert time.monotonic() < deadline, f"{path} did not appear"
-        time.sleep(0.05)
-
-
 async def test_kill_9_mid_batch_loses_no_record(tmp_path: Path, cert_dir: Path) -> None:
     registry, port_file = tmp_path / "registry.json", tmp_path / "hub.port"
     db = f"sqlite:{tmp_path / 'audit.db'}"
-    banks = _spawn(
+    banks = spawn(
         ["bank", "simulate", "--banks", "10", "--seed", "3", "--registry-out", str(registry),
          "--certs", str(cert_dir)],
         tmp_path / "banks.log",
     )  # fmt: skip
-    hub_args = ["hub", "serve", "--listen", "127.0.0.1:0", "--registry", str(registry),
+    hub_args = ["hub", "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+                "--registry", str(registry),
                 "--certs", str(cert_dir), "--port-file", str(port_file), "--audit", db,
                 "--audit-key", str(tmp_path / "audit.key"), "--audit-writer", "hub-a"]  # fmt: skip
     hub = None
     try:
-        _wait(registry, banks)
-        hub = _spawn(hub_args, tmp_path / "hub.log")
-        _wait(port_file, hub)
+        wait_for_file(registry, banks)
+        hub = spawn(hub_args, tmp_path / "hub.log")
+        wait_for_file(port_file, hub)
         from providers.synthetic.dataset import SyntheticDataset  # noqa: PLC0415
         from providers.synthetic.universe import make_banks  # noqa: PLC0415
 
         parties = SyntheticDataset(3, make_banks(10, 3)).party_sample(4000)
-        tls = ClientTls(
-            ca=(cert_dir / "ca.pem").read_bytes(),
-            cert=(cert_dir / "agency-974761076.pem").read_bytes(),
-            key=(cert_dir / "agency-974761076.key").read_bytes(),
-        )
+        tls = agency_tls(cert_dir)
         received: list[hub_pb2.QueryEvent] = []
         summaries = 0
         target = f"localhost:{port_file.read_text()}"
@@ -155,8 +131,8 @@ async def test_kill_9_mid_batch_loses_no_record(tmp_path: Path, cert_dir: Path) 
         assert 500 <= summaries < len(parties)
         # Restarted on the same log and writer, the hub resumes its chain.
         port_file.unlink()
-        hub = _spawn(hub_args, tmp_path / "hub2.log")
-        _wait(port_file, hub)
+        hub = spawn(hub_args, tmp_path / "hub2.log")
+        wait_for_file(port_file, hub)
         hub.send_signal(signal.SIGTERM)
         assert hub.wait(30) == 0
         digests, _, ok = await recorded(db)
@@ -166,7 +142,4 @@ async def test_kill_9_mid_batch_loses_no_record(tmp_path: Path, cert_dir: Path) 
         ]
         assert not missing, f"{len(missing)} received events have no record"
     finally:
-        for process in (hub, banks):
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait()
+        stop(hub, banks)

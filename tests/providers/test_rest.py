@@ -730,6 +730,7 @@ async def _start_hub(
             registry=path,
             tls=TlsFiles(cert_dir / "hub.pem", cert_dir / "hub.key", cert_dir / "ca.pem"),
             bank_tls=hub_tls(cert_dir),
+            metrics_listen="",
         )
     )
     if not native:
