@@ -50,8 +50,14 @@ protos-check: $(STAMP)
 	diff -r --exclude=__pycache__ dsop .tools/gen/dsop || \
 		(echo "dsop/ is stale: run 'make protos' and commit the result" >&2; exit 1)
 
+# Every scenario at its full size; each writes its JSON, a Markdown summary (and the newer ones
+# PNG plots) to benchmarks/results/.
+BENCH_SCENARIOS := enforcement interactive fanout transactions streams workers
+
 bench: $(STAMP)
-	$(PY) -m benchmarks enforcement --json benchmarks/results/enforcement.json
+	status=0; for scenario in $(BENCH_SCENARIOS); do \
+		$(PY) -m benchmarks $$scenario --json benchmarks/results/$$scenario.json || status=1; \
+	done; exit $$status
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

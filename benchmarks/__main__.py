@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from benchmarks import enforcement, workers
+from benchmarks import enforcement, fanout, interactive, streams, transactions, workers
 
 
 class Scenario(Protocol):
@@ -22,7 +22,14 @@ class Scenario(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
-SCENARIOS: tuple[Scenario, ...] = (enforcement, workers)
+SCENARIOS: tuple[Scenario, ...] = (
+    enforcement,
+    interactive,
+    fanout,
+    transactions,
+    streams,
+    workers,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -124,6 +124,20 @@ def tree_cpu_seconds(pid: int) -> float:
     return sum(cpu_seconds(member) for member in process_tree(pid))
 
 
+def machine_cpu_seconds() -> float:
+    """CPU seconds all processes on the machine have used so far (/proc/stat: everything but
+    idle and iowait): with the readings of the run's own processes, shows whether something
+    else was using the cores during a measure."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    ticks = [int(value) for value in fields]
+    idle = ticks[3] + ticks[4]
+    # guest time is already counted in user time.
+    return (sum(ticks[:8]) - idle) / CLOCK_TICKS
+
+
 def peak_rss_mb(pid: int) -> float:
     """Peak resident set size (VmHWM) of one process in MiB; 0 if it is gone."""
     try:
@@ -159,16 +173,17 @@ def _environment() -> dict[str, str]:
 
 
 class Child:
-    """One child process: ``python -m clients ...`` with its output in a log file.
+    """One child process: ``python -m MODULE ...`` (``clients``, the ``dsop`` command, unless
+    told) with its output in a log file.
 
     It runs in the log's directory, the benchmark's temporary one: whatever it writes to
     relative paths (the hub's audit database and signing key) goes away with the run instead
     of piling up in the repository.
     """
 
-    def __init__(self, name: str, argv: Sequence[str], log: Path) -> None:
+    def __init__(self, name: str, argv: Sequence[str], log: Path, module: str = "clients") -> None:
         self.name = name
-        self.argv = [sys.executable, "-m", "clients", *argv]
+        self.argv = [sys.executable, "-m", module, *argv]
         self.log = log
         self._process: subprocess.Popen[bytes] | None = None
 

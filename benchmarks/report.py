@@ -70,12 +70,13 @@ def code_version(root: Path) -> dict[str, Any]:
     return {"commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(status)}
 
 
-def write(path: Path, report: Report) -> Path:
-    """Writes the JSON report and, beside it, the Markdown summary; returns the latter."""
+def write(path: Path, report: Report, summary_text: str | None = None) -> Path:
+    """Writes the JSON report and, beside it, the Markdown summary (the enforcement
+    scenario's unless given); returns the latter."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
     summary = path.with_suffix(".md")
-    summary.write_text(markdown(report), encoding="utf-8")
+    summary.write_text(summary_text or markdown(report), encoding="utf-8")
     return summary
 
 

@@ -67,6 +67,11 @@ class BankClient(Protocol):
         is told, so it may stop working on it."""
         ...
 
+    def credit(self, request_id: int, pages: int) -> None:
+        """The caller took ``pages`` pages of a paced transactions request (one sent with
+        ``page_window``): the bank may send that many more."""
+        ...
+
     def in_flight(self) -> int:
         """Requests queued or awaiting their final answer (shown to operators)."""
         ...
@@ -167,12 +172,23 @@ class GrpcBankClient:
         )
         if not known or self._closed:
             return
+        self._notice().cancel.request_id = request_id
+
+    def credit(self, request_id: int, pages: int) -> None:
+        stream = self._stream
+        if self._closed or stream is None or request_id not in stream.handlers:
+            return  # ended, or on a stream that broke: no bank is waiting for this
+        notice = self._notice()
+        notice.credit.request_id = request_id
+        notice.credit.pages = pages
+
+    def _notice(self) -> bank_pb2.BankRequest:
+        """A request that asks for no answer, in the message being gathered."""
         message = self._batch
         if message is None:
             message = self._batch = bank_pb2.ExchangeRequest()
             asyncio.get_running_loop().call_soon(self._seal, message)
-        notice = message.requests.add(id=next(self._ids))
-        notice.cancel.request_id = request_id
+        return message.requests.add(id=next(self._ids))
 
     def stalled(self, since: float) -> None:
         stream = self._stream

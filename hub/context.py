@@ -7,6 +7,7 @@ stage named beside it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -87,8 +88,11 @@ class Refusal:
 class EventSink(Protocol):
     """Where a query's encoded events go: the agency's stream."""
 
-    def send(self, ctx: QueryContext, event: bytes) -> None:
-        """Queues one encoded ``QueryEvent`` of the query."""
+    def send(
+        self, ctx: QueryContext, event: bytes, on_sent: Callable[[], None] | None = None
+    ) -> None:
+        """Queues one encoded ``QueryEvent`` of the query; ``on_sent`` runs once it has been
+        written to the agency's stream."""
 
     def finished(self, ctx: QueryContext) -> None:
         """Called once per query, after its summary was sent."""

@@ -19,7 +19,7 @@ import grpc
 from dsop.controlinfo.v2 import bank_pb2, model_pb2
 from dsop.hub.v1 import hub_pb2
 from hub.context import BankOutcome, QueryContext
-from hub.resilience import Fill, ResilientBank
+from hub.resilience import Call, Fill, ResilientBank
 
 Op = hub_pb2.Operation
 Outcome = hub_pb2.BankOutcome
@@ -29,8 +29,15 @@ COMPLETE: Final = model_pb2.RESPONSE_STATUS_COMPLETE
 #: The standard's sentinel reference: the bank holds data it did not deliver digitally.
 DATA_NOT_DELIVERED: Final = "dataNotDelivered"
 
-#: Emits one event of one query to the egress.
-Emit = Callable[[QueryContext, hub_pb2.QueryEvent], None]
+#: Transaction pages a bank may send ahead of what the agency has taken, per query and bank
+#: (BankRequest.page_window): what bounds the hub's buffer for a slow reader.
+PAGE_WINDOW: Final = 16
+#: Credit goes back to the bank in steps of this many pages taken.
+CREDIT_STEP: Final = 4
+
+#: Emits one event of one query to the egress; the callback, if any, runs once the event has
+#: been handed to the agency's stream.
+Emit = Callable[[QueryContext, hub_pb2.QueryEvent, Callable[[], None] | None], None]
 
 
 def request_context(query: hub_pb2.Query) -> bank_pb2.RequestContext:
@@ -101,10 +108,17 @@ class FanoutStage:
         result.bank_id = bank_id
         return event, result
 
-    def deliver(self, ctx: QueryContext, event: hub_pb2.QueryEvent, *, final: bool = True) -> None:
+    def deliver(
+        self,
+        ctx: QueryContext,
+        event: hub_pb2.QueryEvent,
+        *,
+        final: bool = True,
+        on_sent: Callable[[], None] | None = None,
+    ) -> None:
         if ctx.cancelled:
             return
-        self.emit(ctx, event)
+        self.emit(ctx, event, on_sent)
         if final:
             result = event.result
             error = result.error if result.HasField("error") else None
@@ -127,7 +141,7 @@ class FanoutStage:
 
     def _summarize(self, ctx: QueryContext) -> None:
         ctx.calls.clear()
-        self.emit(ctx, summary(ctx))
+        self.emit(ctx, summary(ctx), None)
 
 
 def summary(ctx: QueryContext) -> hub_pb2.QueryEvent:
@@ -166,8 +180,10 @@ class _Call:
     def start(self) -> None:
         raise NotImplementedError
 
-    def call(self, fill: Fill, handler: Callable[[bank_pb2.BankResponse, int], None]) -> None:
-        self.ctx.calls.append(self.bank.call(fill, handler, self.ctx.deadline))
+    def call(self, fill: Fill, handler: Callable[[bank_pb2.BankResponse, int], None]) -> Call:
+        call = self.bank.call(fill, handler, self.ctx.deadline)
+        self.ctx.calls.append(call)
+        return call
 
     def fail(self, response: bank_pb2.BankResponse, reason: int) -> None:
         self.fanout.bank_failed(self.ctx, self.bank_id, response.error, reason)
@@ -292,14 +308,33 @@ class _Roles(_Single):
 
 
 class _Transactions(_Single):
-    """Pages stream through as they arrive; the last one ends the bank's part."""
+    """Pages stream through as they arrive; the last one ends the bank's part.
 
-    __slots__ = ("partial",)
+    Paced: the bank may send PAGE_WINDOW pages ahead of what the agency's stream has taken,
+    and gets credit back as pages are taken. A slow reader thus slows only its own query's
+    pages, never the bank's Exchange stream that other queries share.
+    """
+
+    __slots__ = ("credit", "handle", "partial", "taken")
     field = "transactions"
 
     def start(self) -> None:
         self.partial = False
-        super().start()
+        #: Pages the bank may still send; pages taken by the agency not yet credited back.
+        self.credit = PAGE_WINDOW
+        self.taken = 0
+        self.handle = self.call(self.fill_account, self.on_response)
+
+    def fill_account(self, request: bank_pb2.BankRequest) -> None:
+        super().fill_account(request)
+        request.page_window = PAGE_WINDOW
+
+    def on_sent(self) -> None:
+        self.taken += 1
+        if self.taken >= CREDIT_STEP:
+            self.credit += self.taken
+            self.handle.credit(self.taken)
+            self.taken = 0
 
     def on_response(self, response: bank_pb2.BankResponse, reason: int) -> None:
         if response.HasField("error"):
@@ -308,6 +343,14 @@ class _Transactions(_Single):
         if not response.HasField("transactions"):
             self.malformed("expected transactions")
             return
+        if response.has_more:
+            if not self.credit:
+                self.handle.cancel()  # tells the bank; later pages are not delivered
+                self.malformed("more pages than the hub's credit allowed")
+                return
+            self.credit -= 1
+            if not self.credit:
+                self.handle.hold()
         page = response.transactions
         self.partial |= page.response_details.status == PARTIAL
         event, result = self.fanout.result(self.ctx, self.bank_id)
@@ -316,7 +359,10 @@ class _Transactions(_Single):
         )
         result.has_more = response.has_more
         result.transactions.CopyFrom(page)
-        self.fanout.deliver(self.ctx, event, final=not response.has_more)
+        if response.has_more:
+            self.fanout.deliver(self.ctx, event, final=False, on_sent=self.on_sent)
+        else:
+            self.fanout.deliver(self.ctx, event)
 
 
 class _AccountsWithBalances(_Call):

@@ -236,7 +236,9 @@ class Deadlines:
             now = time.monotonic()
             while heap and heap[0][0] <= now:
                 _, _, call = heapq.heappop(heap)
-                if not call.done:
+                # A paced call's deadline moves (Call.hold, Call.credit): an entry it left
+                # behind is stale.
+                if not call.done and call.deadline <= now:
                     call.expire()
 
     def close(self) -> None:
@@ -258,16 +260,24 @@ class Call:
         "handler",
         "hedge_timer",
         "live",
+        "query_deadline",
         "started",
     )
 
     def __init__(
-        self, bank: ResilientBank, fill: Fill, handler: CallHandler, deadline: float
+        self,
+        bank: ResilientBank,
+        fill: Fill,
+        handler: CallHandler,
+        deadline: float,
+        query_deadline: float | None = None,
     ) -> None:
         self.bank = bank
         self.fill = fill
         self.handler = handler
         self.deadline = deadline
+        #: The query's own deadline (``deadline`` may be sooner: the bank's timeout).
+        self.query_deadline = deadline if query_deadline is None else query_deadline
         #: Whether the deadline is the bank's own timeout (then missing it is the bank's
         #: failure) rather than the query's (then it says nothing about the bank).
         self.bank_bound = False
@@ -343,6 +353,27 @@ class Call:
             self._finish(response, reason, success=not transient)
         else:
             self._finish(response, 0, success=True)
+
+    def credit(self, pages: int) -> None:
+        """The agency took ``pages`` pages of this (paced transactions) call: the bank may send
+        as many more, and has its own timeout again to do so."""
+        if self.done or not self.committed:
+            return
+        self.bank.client.credit(self.committed, pages)
+        own = time.monotonic() + self.bank.policy.timeout
+        self.bank_bound = own <= self.query_deadline
+        self._move_deadline(min(own, self.query_deadline))
+
+    def hold(self) -> None:
+        """The bank has sent all the pages it may until the agency takes some: while it waits,
+        only the query's deadline applies (a slow agency is not the bank's failure)."""
+        if not self.done:
+            self.bank_bound = False
+            self._move_deadline(self.query_deadline)
+
+    def _move_deadline(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.bank.deadlines.add(deadline, self)
 
     def _retry(self) -> None:
         if not self.done:
@@ -443,7 +474,7 @@ class ResilientBank:
     def call(self, fill: Fill, handler: CallHandler, deadline: float) -> Call:
         """Starts a call; its handler may be called before this returns (circuit open)."""
         own = time.monotonic() + self.policy.timeout
-        call = Call(self, fill, handler, min(deadline, own))
+        call = Call(self, fill, handler, min(deadline, own), deadline)
         call.bank_bound = own <= deadline
         if not self.breaker.allow():
             call.done = True

@@ -20,14 +20,21 @@ log = logging.getLogger(__name__)
 
 
 class Outgoing:
-    """One event of one query on its way out; ``data`` is set by the encode stage."""
+    """One event of one query on its way out; ``data`` is set by the encode stage.
+    ``on_sent``, if any, runs once the event has been handed to the agency's stream."""
 
-    __slots__ = ("ctx", "data", "event")
+    __slots__ = ("ctx", "data", "event", "on_sent")
 
-    def __init__(self, ctx: QueryContext, event: hub_pb2.QueryEvent) -> None:
+    def __init__(
+        self,
+        ctx: QueryContext,
+        event: hub_pb2.QueryEvent,
+        on_sent: Callable[[], None] | None = None,
+    ) -> None:
         self.ctx = ctx
         self.event = event
         self.data = b""
+        self.on_sent = on_sent
 
 
 #: An outbound stage: takes a batch of events, returns those that go on.
@@ -65,10 +72,15 @@ class Egress:
         self._worker: asyncio.Task[None] | None = None
         self.batches = 0
 
-    def emit(self, ctx: QueryContext, event: hub_pb2.QueryEvent) -> None:
+    def emit(
+        self,
+        ctx: QueryContext,
+        event: hub_pb2.QueryEvent,
+        on_sent: Callable[[], None] | None = None,
+    ) -> None:
         if not self._buffer:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._buffer.append(Outgoing(ctx, event))
+        self._buffer.append(Outgoing(ctx, event, on_sent))
 
     def _flush(self) -> None:
         batch, self._buffer = self._buffer, []
@@ -123,7 +135,7 @@ class RespondStage:
     async def __call__(self, batch: list[Outgoing]) -> list[Outgoing]:
         for item in batch:
             ctx = item.ctx
-            ctx.sink.send(ctx, item.data)
+            ctx.sink.send(ctx, item.data, item.on_sent)
             if item.event.HasField("summary"):
                 ctx.finished = True
                 ctx.sink.finished(ctx)
@@ -138,12 +150,20 @@ class StreamSink:
 
     ``window`` bounds the queries in flight on the stream: the reader of the agency's requests
     waits for room, so an agency that sends faster than banks answer slows its own stream.
+    Events sent with an ``on_sent`` callback (transaction pages) get it called once the
+    server has written the messages holding them and asks for more: that is what paces a
+    bank's pages to the agency's reading (see hub.fanout.PAGE_WINDOW), so what waits here
+    for a slow reader stays bounded.
     """
 
     def __init__(self, window: int) -> None:
         self.window = window
         self.in_flight: dict[str, QueryContext] = {}
         self._events: list[bytes] = []
+        #: Callbacks of events in ``_events`` (by index); then of those handed out, not yet
+        #: written.
+        self._on_sent: list[tuple[int, Callable[[], None]]] = []
+        self._handed_out: list[Callable[[], None]] = []
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -162,9 +182,19 @@ class StreamSink:
     async def wait_for_room(self) -> None:
         await self._room.wait()
 
-    def send(self, ctx: QueryContext, event: bytes) -> None:
-        self._events.append(frame(1, event))
+    def send(
+        self, ctx: QueryContext, event: bytes, on_sent: Callable[[], None] | None = None
+    ) -> None:
+        events = self._events
+        events.append(frame(1, event))
+        if on_sent is not None:
+            self._on_sent.append((len(events) - 1, on_sent))
         self._wake.set()
+
+    @property
+    def buffered(self) -> int:
+        """Events waiting to be handed to the server."""
+        return len(self._events)
 
     def finished(self, ctx: QueryContext) -> None:
         if self.in_flight.get(ctx.query.query_id) is ctx:
@@ -180,38 +210,71 @@ class StreamSink:
         self._wake.set()
 
     async def messages(self) -> Sequence[bytes]:
-        """Encoded ``QueryStreamResponse`` messages ready now; empty when the stream is done."""
+        """The next encoded ``QueryStreamResponse`` message (up to MAX_EVENTS_PER_MESSAGE
+        events or MAX_BYTES_PER_MESSAGE), as a sequence of one; empty when the stream is done.
+        Called again, it takes the message it returned before as written. One message at a
+        time, so pages are reported sent (and their bank credited) as each message goes out,
+        not after a whole backlog did."""
+        written, self._handed_out = self._handed_out, []
+        for on_sent in written:
+            on_sent()
         while not self._events:
             if self._closing and not self.in_flight:
                 return ()
             self._wake.clear()
             await self._wake.wait()
-        events, self._events = self._events, []
-        out = []
-        start = size = 0
-        for index, item in enumerate(events):
+        events = self._events
+        count = size = 0
+        for item in events:
+            count += 1
             size += len(item)
-            if index - start + 1 >= MAX_EVENTS_PER_MESSAGE or size >= MAX_BYTES_PER_MESSAGE:
-                out.append(b"".join(events[start : index + 1]))
-                start, size = index + 1, 0
-        if start < len(events):
-            out.append(b"".join(events[start:]))
-        return out
+            if count >= MAX_EVENTS_PER_MESSAGE or size >= MAX_BYTES_PER_MESSAGE:
+                break
+        if count == len(events):
+            self._events = []
+            self._handed_out = [on_sent for _, on_sent in self._on_sent]
+            self._on_sent = []
+            return (b"".join(events),)
+        self._events = events[count:]
+        self._handed_out = [on_sent for index, on_sent in self._on_sent if index < count]
+        self._on_sent = [
+            (index - count, on_sent) for index, on_sent in self._on_sent if index >= count
+        ]
+        return (b"".join(events[:count]),)
 
 
 class SingleSink:
-    """The outbox of one ``Query`` call: each event is one ``QueryResponse``."""
+    """The outbox of one ``Query`` call: each event is one ``QueryResponse``; paced like
+    :class:`StreamSink` (an event's ``on_sent`` runs when the next one is asked for)."""
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[bytes | QueryContext] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[bytes, Callable[[], None] | None] | QueryContext] = (
+            asyncio.Queue()
+        )
+        self._handed_out: Callable[[], None] | None = None
 
-    def send(self, ctx: QueryContext, event: bytes) -> None:
+    def send(
+        self, ctx: QueryContext, event: bytes, on_sent: Callable[[], None] | None = None
+    ) -> None:
         if ctx.refusal is None:  # a refused single query ends in an error status instead
-            self._queue.put_nowait(frame(1, event))
+            self._queue.put_nowait((frame(1, event), on_sent))
 
     def finished(self, ctx: QueryContext) -> None:
         self._queue.put_nowait(ctx)
 
+    @property
+    def buffered(self) -> int:
+        """Events waiting to be handed to the server."""
+        return self._queue.qsize()
+
     async def next(self) -> bytes | QueryContext:
-        """The next encoded ``QueryResponse``, or the finished query's context."""
-        return await self._queue.get()
+        """The next encoded ``QueryResponse``, or the finished query's context. Called
+        again, it takes the response it returned before as written."""
+        written, self._handed_out = self._handed_out, None
+        if written is not None:
+            written()
+        item = await self._queue.get()
+        if isinstance(item, QueryContext):
+            return item
+        data, self._handed_out = item
+        return data

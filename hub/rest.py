@@ -37,6 +37,7 @@ from hub.banks import ResponseHandler, failure
 from hub.config import ConfigError, TlsFiles
 from hub.kar import KarAnswer, KarError
 from hub.registry import BankEndpoint
+from providers.base import PageCredit
 from providers.errors import ACC_STATUS
 from providers.rest import mapping
 
@@ -132,6 +133,8 @@ class RestBankClient:
         self._handlers: dict[int, ResponseHandler] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._queued: list[bank_pb2.BankRequest] = []
+        #: Page credit of paced transactions requests in progress.
+        self._credits: dict[int, PageCredit] = {}
         self._closed = False
         #: HTTP calls made (for metrics and tests).
         self.calls = 0
@@ -156,6 +159,11 @@ class RestBankClient:
         task = self._tasks.pop(request_id, None)
         if task is not None:
             task.cancel()  # stops its HTTP call; a queued request is skipped at dispatch
+
+    def credit(self, request_id: int, pages: int) -> None:
+        credit = self._credits.get(request_id)
+        if credit is not None:
+            credit.grant(pages)
 
     def stalled(self, since: float) -> None:
         if self._received_at >= since or not self._tasks or self._closed:
@@ -209,12 +217,16 @@ class RestBankClient:
             self._fail(request_id, "ACC-001", grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return
         timeout = request.timeout_ms / 1000 if request.timeout_ms else None
+        credit = None
+        if kind == "transactions" and request.page_window:
+            credit = self._credits[request_id] = PageCredit(request.page_window)
         try:
-            async with self._slots, asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout):
                 if kind == "transactions":
-                    await self._pages(request_id, http)
+                    await self._pages(request_id, http, credit)
                 else:
-                    await self._single(request_id, kind, http)
+                    async with self._slots:
+                        await self._single(request_id, kind, http)
         except TimeoutError:
             self._fail(
                 request_id,
@@ -230,6 +242,8 @@ class RestBankClient:
             )
         except mapping.MappingError as exc:
             self._fail(request_id, "ACC-500", _INTERNAL, f"malformed answer from the bank: {exc}")
+        finally:
+            self._credits.pop(request_id, None)
 
     async def _get(self, url: str, http: mapping.HttpRequest, first: bool) -> httpx.Response:
         params = http.query if first else None
@@ -265,14 +279,20 @@ class RestBankClient:
         body = mapping.kwargs_from_json(descriptor, mapping.loads(response.content))
         self._deliver(_response(request_id, kind, body))
 
-    async def _pages(self, request_id: int, http: mapping.HttpRequest) -> None:
+    async def _pages(
+        self, request_id: int, http: mapping.HttpRequest, credit: PageCredit | None
+    ) -> None:
         """Every page as one answer, ``has_more`` on all but the last. The ``next`` link is
-        the REST API's paging and is consumed here; other links pass through."""
+        the REST API's paging and is consumed here; other links pass through. A paced
+        request's next page is fetched only with credit; waiting for it holds no HTTP slot."""
         descriptor = bank_pb2.ListTransactionsResponse.DESCRIPTOR
         url: str | None = self.base_url + http.path
         first = True
         while url is not None:
-            response = await self._get(url, http, first)
+            if credit is not None:
+                await credit.wait()  # cancel() cancels the whole task
+            async with self._slots:
+                response = await self._get(url, http, first)
             first = False
             if response.status_code != 200:
                 self._error(request_id, response)
@@ -281,6 +301,8 @@ class RestBankClient:
             url = self._next(data)
             body = mapping.kwargs_from_json(descriptor, data)
             self._deliver(_response(request_id, "transactions", body, has_more=url is not None))
+            if credit is not None and url is not None:
+                credit.pages -= 1
 
     def _next(self, data: Any) -> str | None:
         """Takes the ``next`` link out of a page; its URL, resolved against the bank's."""

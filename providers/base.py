@@ -149,6 +149,8 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
         # Requests the hub no longer wants (cancelled, or given up on after their timeout):
         # skipped if not yet started, stopped between transaction pages if running.
         dropped: set[int] = set()
+        #: Page credit of paced transactions requests in progress, by request id.
+        credits: dict[int, PageCredit] = {}
         broken = asyncio.Event()
 
         def spawn(work: Awaitable[None]) -> None:
@@ -183,9 +185,25 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
         async def read() -> None:
             try:
                 async for batch in request_iterator:
+                    paced = []
                     for request in batch.requests:
-                        if request.HasField("cancel"):
-                            dropped.add(request.cancel.request_id)
+                        kind = request.WhichOneof("request")
+                        if kind == "cancel":
+                            cancelled = request.cancel.request_id
+                            dropped.add(cancelled)
+                            if cancelled in credits:
+                                credits[cancelled].cancel()
+                        elif kind == "credit":
+                            credit = credits.get(request.credit.request_id)
+                            if credit is not None:
+                                credit.grant(request.credit.pages)
+                        elif kind == "transactions" and request.page_window:
+                            paced.append(request)
+                    # A paced transactions request may wait for credit as long as its agency
+                    # reads slowly: it runs on its own, holding neither a slot nor its batch.
+                    for request in paced:
+                        credits[request.id] = PageCredit(request.page_window)
+                        spawn(self._answer_paced(request, out, dropped, credits))
                     await slots.acquire()
                     spawn(answer(batch))
                 # A batch still starting may add workers while the others are awaited.
@@ -232,33 +250,39 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
             await self._answer(request, outbox, dropped, read_at)
         await outbox.flush()
 
+    async def _answer_paced(
+        self,
+        request: bank_pb2.BankRequest,
+        out: asyncio.Queue[bank_pb2.ExchangeResponse | None],
+        dropped: set[int],
+        credits: dict[int, PageCredit],
+    ) -> None:
+        """Answers a paced transactions request on its own: each page (but the last) waits
+        for the credit its agency's reading gives back."""
+        try:
+            outbox = _Outbox(out)
+            await self._answer(request, outbox, dropped, time.monotonic(), credits[request.id])
+            await outbox.flush()
+        finally:
+            del credits[request.id]
+
     async def _answer(
         self,
         request: bank_pb2.BankRequest,
         outbox: _Outbox,
         dropped: set[int],
         read_at: float,
+        credit: PageCredit | None = None,
     ) -> None:
-        """Answers one request into the outbox (several answers for transaction pages)."""
+        """Answers one request into the outbox (several answers for transaction pages, each
+        but the last taking one of the request's ``credit``, when it is paced)."""
         if request.timeout_ms and time.monotonic() - read_at > request.timeout_ms / 1000:
             return  # the hub has given up on it; an answer would only be dropped
         kind = request.WhichOneof("request")
         provider = self.provider
         try:
             if kind == "transactions":
-                async for page in provider.list_transactions(request.transactions):
-                    if request.id in dropped:
-                        dropped.discard(request.id)
-                        return
-                    answer = outbox.response.responses.add(id=request.id, has_more=True)
-                    answer.transactions.CopyFrom(page)
-                    await outbox.added(len(page.transactions))
-                # The last page said has_more; a closing answer ends the request.
-                last = _last_answer(outbox.response, request.id)
-                if last is not None:
-                    last.has_more = False
-                else:
-                    outbox.response.responses.add(id=request.id).transactions.SetInParent()
+                await self._pages(request, outbox, dropped, credit)
                 return
             result: Message
             if kind == "accounts":
@@ -285,12 +309,73 @@ class BankServicer(bank_pb2_grpc.BankServiceServicer):
         except Exception as exc:
             _fail(outbox.response, request.id, _internal(exc).to_proto())
 
+    async def _pages(
+        self,
+        request: bank_pb2.BankRequest,
+        outbox: _Outbox,
+        dropped: set[int],
+        credit: PageCredit | None,
+    ) -> None:
+        # One page of lookahead: a page is known to be the last (has_more false, no credit
+        # needed, no empty closing answer) when the one after it does not come.
+        pages = aiter(self.provider.list_transactions(request.transactions))
+        page = await anext(pages, None)
+        if page is None:
+            outbox.response.responses.add(id=request.id).transactions.SetInParent()
+            return
+        while page is not None:
+            following = await anext(pages, None)
+            if following is not None and credit is not None and not credit.pages:
+                await outbox.flush()  # what was granted goes out before waiting for more
+                await credit.wait()
+            if request.id in dropped:
+                dropped.discard(request.id)
+                return
+            if following is not None and credit is not None:
+                credit.pages -= 1
+            answer = outbox.response.responses.add(id=request.id, has_more=following is not None)
+            answer.transactions.CopyFrom(page)
+            await outbox.added(len(page.transactions))
+            page = following
+
+
+class PageCredit:
+    """Pages a paced transactions request may still send (see ``page_window`` in
+    bank.proto)."""
+
+    __slots__ = ("_granted", "cancelled", "pages")
+
+    def __init__(self, pages: int) -> None:
+        self.pages = pages
+        self.cancelled = False
+        self._granted = asyncio.Event()
+
+    def grant(self, pages: int) -> None:
+        self.pages += pages
+        self._granted.set()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self._granted.set()
+
+    async def wait(self) -> None:
+        """Until there is credit, or the request is cancelled."""
+        while not self.pages and not self.cancelled:
+            self._granted.clear()
+            await self._granted.wait()
+
+
+#: Requests that ask for no answer.
+_NOTICES: Final = frozenset({"cancel", "credit"})
+
 
 def _wanted(batch: bank_pb2.ExchangeRequest, dropped: set[int]) -> list[bank_pb2.BankRequest]:
-    """The batch's requests to answer: not cancel notices, nor requests already dropped."""
+    """The batch's requests to answer: not notices (cancel, credit: Exchange reads those), nor
+    paced transactions requests (they run on their own), nor requests already dropped."""
     wanted = []
     for request in batch.requests:
-        if request.HasField("cancel"):
+        kind = request.WhichOneof("request")
+        if kind in _NOTICES or (kind == "transactions" and request.page_window):
             continue
         if request.id in dropped:
             dropped.discard(request.id)

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from dsop.hub.v1 import hub_pb2
 from hub.context import QueryContext
-from hub.respond import MAX_EVENTS_PER_MESSAGE, StreamSink, frame
+from hub.respond import MAX_EVENTS_PER_MESSAGE, SingleSink, StreamSink, frame
 
 
 @given(st.text(max_size=40_000), st.text(max_size=300))
@@ -46,8 +46,9 @@ async def test_stream_sink_splits_messages_and_ends_when_closed_and_idle() -> No
         event.result.bank_id = str(index)
         events.append(event)
         sink.send(ctx, event.SerializeToString())
-    messages = await sink.messages()
+    messages = [*await sink.messages(), *await sink.messages()]  # one message at a time
     assert len(messages) == 2
+    assert len(hub_pb2.QueryStreamResponse.FromString(messages[0]).events) == MAX_EVENTS_PER_MESSAGE
     received = [e for m in messages for e in hub_pb2.QueryStreamResponse.FromString(m).events]
     assert received == events
     sink.close()
@@ -68,3 +69,42 @@ async def test_stream_sink_window_blocks_the_reader_until_room() -> None:
     assert not waiter.done()
     sink.finished(a)
     await asyncio.wait_for(waiter, 1)
+
+
+async def test_sinks_report_an_event_sent_only_once_the_server_asks_for_more() -> None:
+    sink = StreamSink(window=10)
+    ctx = _ctx(sink, "a")
+    sink.admit(ctx)
+    sent: list[str] = []
+    sink.send(ctx, b"", lambda: sent.append("page 1"))
+    sink.send(ctx, b"")  # no callback: not paced
+    assert len(await sink.messages()) == 1
+    assert sent == []  # handed out, not yet written
+    sink.send(ctx, b"", lambda: sent.append("page 2"))
+    await sink.messages()
+    assert sent == ["page 1"]
+    # A backlog goes out a message at a time, each message's pages reported on their own.
+    for index in range(MAX_EVENTS_PER_MESSAGE + 1):
+        sink.send(
+            ctx,
+            b"",
+            (lambda i=index: sent.append(f"backlog {i}")) if index in (0, 999, 1000) else None,
+        )
+    await sink.messages()
+    assert sent == ["page 1", "page 2"]
+    await sink.messages()
+    assert sent == ["page 1", "page 2", "backlog 0", "backlog 999"]
+    sink.finished(ctx)
+    sink.close()
+    assert await sink.messages() == ()
+    assert sent[-1] == "backlog 1000"
+
+    single = SingleSink()
+    one = QueryContext(hub_pb2.Query(query_id="b"), single, 0)
+    sent.clear()
+    single.send(one, b"", lambda: sent.append("single 1"))
+    single.finished(one)
+    assert await single.next() == frame(1, b"")
+    assert sent == []
+    assert await single.next() is one
+    assert sent == ["single 1"]

@@ -166,3 +166,67 @@ async def test_a_slow_answer_holds_up_neither_its_batch_nor_later_batches() -> N
     assert sorted(order) == list(range(1, 2 * EXCHANGE_CONCURRENCY + 3))
     fast = [i for i in order if i % 2 == 0]
     assert order[: len(fast)] == fast, "every fast answer comes before any slow one"
+
+
+class _Reader:
+    """Reads an Exchange call in the background (cancelling a read would cancel the call)."""
+
+    def __init__(
+        self, call: grpc.aio.StreamStreamCall[bank_pb2.ExchangeRequest, bank_pb2.ExchangeResponse]
+    ) -> None:
+        self.got: list[bank_pb2.BankResponse] = []
+        self.task = asyncio.get_running_loop().create_task(self._read(call))
+
+    async def _read(
+        self, call: grpc.aio.StreamStreamCall[object, bank_pb2.ExchangeResponse]
+    ) -> None:
+        async for message in call:
+            self.got.extend(message.responses)
+
+    async def new(self, seconds: float = 0.3) -> list[bank_pb2.BankResponse]:
+        """What arrived in the next ``seconds``."""
+        before = len(self.got)
+        await asyncio.sleep(seconds)
+        return self.got[before:]
+
+
+async def test_paced_transactions_wait_for_credit_and_other_requests_do_not(
+    stub: bank_pb2_grpc.BankServiceStub,
+) -> None:
+    call = stub.Exchange()
+    first = bank_pb2.ExchangeRequest()
+    paced = first.requests.add(id=1, page_window=1)
+    paced.transactions.account_reference = "r1"
+    first.requests.add(id=2).accounts.party_id = "x"  # in the same message: not held up
+    reader = _Reader(call)
+    await call.write(first)
+    answers = await reader.new()
+    # One page with has_more (the window), then nothing until credit; the accounts answered.
+    assert sorted((a.id, a.has_more) for a in answers) == [(1, True), (2, False)]
+    credit = bank_pb2.ExchangeRequest()
+    credit.requests.add(id=3).credit.CopyFrom(bank_pb2.PageCredit(request_id=1, pages=1))
+    await call.write(credit)
+    # The last page needs no credit: one credit brings the second page and the last.
+    answers = await reader.new()
+    assert [(a.id, a.has_more) for a in answers] == [(1, True), (1, False)]
+    assert [len(a.transactions.transactions) for a in answers] == [1000, 10]
+    call.cancel()
+
+
+async def test_a_cancelled_paced_request_stops_waiting_for_credit(
+    stub: bank_pb2_grpc.BankServiceStub,
+) -> None:
+    call = stub.Exchange()
+    first = bank_pb2.ExchangeRequest()
+    first.requests.add(id=1, page_window=1).transactions.account_reference = "r1"
+    reader = _Reader(call)
+    await call.write(first)
+    assert [a.has_more for a in await reader.new()] == [True]
+    cancel = bank_pb2.ExchangeRequest()
+    cancel.requests.add(id=2).cancel.request_id = 1
+    cancel.requests.add(id=3).accounts.party_id = "x"
+    await call.write(cancel)
+    await call.done_writing()
+    # Nothing more for the cancelled request, and the stream ends: no task was left waiting.
+    await asyncio.wait_for(reader.task, 5)
+    assert [r.id for r in reader.got] == [1, 3]

@@ -839,3 +839,23 @@ async def test_a_stalled_bank_gets_a_fresh_connection_and_the_call_goes_on() -> 
     finally:
         await client.close()
         await stop_app(hosted)
+
+
+async def test_paced_pages_are_fetched_only_with_credit() -> None:
+    provider = _Pages([1000, 1000, 1000, 3])
+    client, transport = _bridge(rest_app(provider))
+    answers: list[bank_pb2.BankResponse] = []
+    request = client.request(answers.append)
+    request.transactions.CopyFrom(_transactions())
+    request.page_window = 1
+    await asyncio.sleep(0.3)
+    assert [a.has_more for a in answers] == [True]  # the window, then no HTTP call
+    assert transport.responses == {200: 1}
+    client.credit(request.id, 2)
+    await asyncio.sleep(0.3)
+    assert [a.has_more for a in answers] == [True, True, True]
+    client.credit(request.id, 1)
+    await asyncio.sleep(0.3)
+    assert [a.has_more for a in answers] == [True, True, True, False]
+    assert transport.responses == {200: 4}
+    await client.close()

@@ -407,13 +407,22 @@ class BankRequest(_message.Message):
     CARDS_FIELD_NUMBER: _builtins.int
     ROLES_FIELD_NUMBER: _builtins.int
     CANCEL_FIELD_NUMBER: _builtins.int
+    CREDIT_FIELD_NUMBER: _builtins.int
     TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    PAGE_WINDOW_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """Chosen by the caller, unique among its requests in flight on the stream."""
     timeout_ms: _builtins.int
     """How long the caller waits for the answer, in milliseconds from when the bank reads the
     request (0: no limit given). Exchange has no per-request deadline of its own; this is how
     the agency's deadline reaches the bank, which may stop working on the request after it.
+    """
+    page_window: _builtins.int
+    """Transactions only: how many answers with has_more set the bank may send before it waits
+    for PageCredit (0: no limit). The answer that ends the request needs no credit. The
+    Exchange stream is shared by many agencies' queries, so a slow reader cannot be paced by
+    the stream's own (HTTP/2) flow control without stalling everyone else; this paces each
+    request on its own. A bank that sends more than it was granted fails the request.
     """
     @_builtins.property
     def accounts(self) -> Global___ListAccountsRequest: ...
@@ -431,6 +440,12 @@ class BankRequest(_message.Message):
         for either.
         """
 
+    @_builtins.property
+    def credit(self) -> Global___PageCredit:
+        """The caller took pages of an earlier transactions request: the bank may send that many
+        more. No answer is expected.
+        """
+
     def __init__(
         self,
         *,
@@ -441,17 +456,43 @@ class BankRequest(_message.Message):
         cards: Global___ListCardsRequest | None = ...,
         roles: Global___ListRolesRequest | None = ...,
         cancel: Global___CancelRequest | None = ...,
+        credit: Global___PageCredit | None = ...,
         timeout_ms: _builtins.int = ...,
+        page_window: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account_details", b"account_details", "accounts", b"accounts", "cancel", b"cancel", "cards", b"cards", "request", b"request", "roles", b"roles", "transactions", b"transactions"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account_details", b"account_details", "accounts", b"accounts", "cancel", b"cancel", "cards", b"cards", "credit", b"credit", "request", b"request", "roles", b"roles", "transactions", b"transactions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_details", b"account_details", "accounts", b"accounts", "cancel", b"cancel", "cards", b"cards", "id", b"id", "request", b"request", "roles", b"roles", "timeout_ms", b"timeout_ms", "transactions", b"transactions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_details", b"account_details", "accounts", b"accounts", "cancel", b"cancel", "cards", b"cards", "credit", b"credit", "id", b"id", "page_window", b"page_window", "request", b"request", "roles", b"roles", "timeout_ms", b"timeout_ms", "transactions", b"transactions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["accounts", "account_details", "transactions", "cards", "roles", "cancel"]  # noqa: Y015
+    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["accounts", "account_details", "transactions", "cards", "roles", "cancel", "credit"]  # noqa: Y015
     _WhichOneofArgType_request: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_request) -> _WhichOneofReturnType_request | None: ...
 
 Global___BankRequest: _TypeAlias = BankRequest  # noqa: Y015
+
+@_typing.final
+class PageCredit(_message.Message):
+    """More pages for a transactions request (see BankRequest.page_window)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PAGES_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.int
+    pages: _builtins.int
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.int = ...,
+        pages: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pages", b"pages", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PageCredit: _TypeAlias = PageCredit  # noqa: Y015
 
 @_typing.final
 class CancelRequest(_message.Message):

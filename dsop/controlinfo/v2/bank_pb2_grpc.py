@@ -110,8 +110,8 @@ class BankServiceServicer:
     def Exchange(self, request_iterator, context):
         """Many requests per message in, many responses per message out, correlated by id. Answers
         may come in any order and in several messages; a transactions request gets one response
-        per page, the last with has_more = false. Python gRPC pays per message, so this is the
-        path the hub uses.
+        per page, the last with has_more = false, paced by the caller's page credit (see
+        BankRequest.page_window). Python gRPC pays per message, so this is the path the hub uses.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

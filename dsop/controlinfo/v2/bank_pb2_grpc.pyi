@@ -52,8 +52,8 @@ class BankServiceStub:
     Exchange: _grpc.StreamStreamMultiCallable[_bank_pb2.ExchangeRequest, _bank_pb2.ExchangeResponse]
     """Many requests per message in, many responses per message out, correlated by id. Answers
     may come in any order and in several messages; a transactions request gets one response
-    per page, the last with has_more = false. Python gRPC pays per message, so this is the
-    path the hub uses.
+    per page, the last with has_more = false, paced by the caller's page credit (see
+    BankRequest.page_window). Python gRPC pays per message, so this is the path the hub uses.
     """
 
 @_typing.type_check_only
@@ -78,8 +78,8 @@ class BankServiceAsyncStub(BankServiceStub):
     Exchange: _aio.StreamStreamMultiCallable[_bank_pb2.ExchangeRequest, _bank_pb2.ExchangeResponse]  # type: ignore[assignment]
     """Many requests per message in, many responses per message out, correlated by id. Answers
     may come in any order and in several messages; a transactions request gets one response
-    per page, the last with has_more = false. Python gRPC pays per message, so this is the
-    path the hub uses.
+    per page, the last with has_more = false, paced by the caller's page credit (see
+    BankRequest.page_window). Python gRPC pays per message, so this is the path the hub uses.
     """
 
 class BankServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -137,8 +137,8 @@ class BankServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_bank_pb2.ExchangeResponse], _abc.AsyncIterator[_bank_pb2.ExchangeResponse]]:
         """Many requests per message in, many responses per message out, correlated by id. Answers
         may come in any order and in several messages; a transactions request gets one response
-        per page, the last with has_more = false. Python gRPC pays per message, so this is the
-        path the hub uses.
+        per page, the last with has_more = false, paced by the caller's page credit (see
+        BankRequest.page_window). Python gRPC pays per message, so this is the path the hub uses.
         """
 
 def add_BankServiceServicer_to_server(servicer: BankServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
