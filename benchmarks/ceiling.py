@@ -37,7 +37,7 @@ from hub.context import QueryContext
 from hub.fanout import request_context
 from hub.registry import Registry
 from hub.respond import SingleSink, StreamSink
-from hub.server import SERVER_OPTIONS, SERVICE
+from hub.server import SERVER_OPTIONS, hub_handler
 from providers.synthetic import SyntheticDataset, make_banks
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,6 @@ _PER_ACCOUNT: Final = {
     Op.OPERATION_CARDS: "cards",
     Op.OPERATION_ROLES: "roles",
 }
-
-
-def _identity(data: bytes) -> bytes:
-    return data
 
 
 class _RelayedQuery:
@@ -180,21 +176,7 @@ class Relay:
             reader.cancel()
 
     def handler(self) -> grpc.GenericRpcHandler:
-        return grpc.method_handlers_generic_handler(
-            SERVICE,
-            {
-                "Query": grpc.unary_stream_rpc_method_handler(
-                    self.query,
-                    request_deserializer=hub_pb2.QueryRequest.FromString,
-                    response_serializer=_identity,
-                ),
-                "QueryStream": grpc.stream_stream_rpc_method_handler(
-                    self.query_stream,
-                    request_deserializer=hub_pb2.QueryStreamRequest.FromString,
-                    response_serializer=_identity,
-                ),
-            },
-        )
+        return hub_handler(self.query, self.query_stream)
 
 
 async def serve(registry: Path, port_file: Path, certs: Path | None, window: int) -> None:

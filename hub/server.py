@@ -77,6 +77,26 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
+def hub_handler(query: Any, query_stream: Any) -> grpc.GenericRpcHandler:
+    """``dsop.hub.v1.HubService`` served by these two handlers, whose responses are already
+    encoded (the response serializer is the identity)."""
+    return grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "Query": grpc.unary_stream_rpc_method_handler(
+                query,
+                request_deserializer=hub_pb2.QueryRequest.FromString,
+                response_serializer=_identity,
+            ),
+            "QueryStream": grpc.stream_stream_rpc_method_handler(
+                query_stream,
+                request_deserializer=hub_pb2.QueryStreamRequest.FromString,
+                response_serializer=_identity,
+            ),
+        },
+    )
+
+
 def bank_health_name(bank_id: str) -> str:
     return f"dsop.bank.{bank_id}"
 
@@ -276,21 +296,7 @@ class HubServicer:
             self.pipeline.abandon(list(sink.in_flight.values()))
 
     def handler(self) -> grpc.GenericRpcHandler:
-        return grpc.method_handlers_generic_handler(
-            SERVICE,
-            {
-                "Query": grpc.unary_stream_rpc_method_handler(
-                    self.query,
-                    request_deserializer=hub_pb2.QueryRequest.FromString,
-                    response_serializer=_identity,
-                ),
-                "QueryStream": grpc.stream_stream_rpc_method_handler(
-                    self.query_stream,
-                    request_deserializer=hub_pb2.QueryStreamRequest.FromString,
-                    response_serializer=_identity,
-                ),
-            },
-        )
+        return hub_handler(self.query, self.query_stream)
 
 
 async def _open_audit(config: HubConfig, port: int) -> ChainLog | None:

@@ -13,8 +13,10 @@ from typing import TypeVar
 
 from google.protobuf.message import Message
 
-from clients.client import ClientTls, HubClient, Token
+from clients.client import ClientTls, HubClient, Token, make_query
 from clients.devtokens import DevTokens
+from clients.services import MANDATES
+from dsop.hub.v1 import hub_pb2
 from hub.filter import FilterStage
 from hub.profiles import load_profiles
 from hub.server import Hub
@@ -142,4 +144,16 @@ def agency_tls(cert_dir: Path, agency: str = "974761076") -> ClientTls:
         ca=(cert_dir / "ca.pem").read_bytes(),
         cert=(cert_dir / f"agency-{agency}.pem").read_bytes(),
         key=(cert_dir / f"agency-{agency}.key").read_bytes(),
+    )
+
+
+def balance_query(
+    party: str, operation: hub_pb2.Operation.ValueType = hub_pb2.OPERATION_ACCOUNTS_WITH_BALANCES
+) -> hub_pb2.Query:
+    """The enforcement authority's query (fi-utlegg, its mandate) about ``party``."""
+    return make_query(
+        service="fi-utlegg",
+        legal_mandate=MANDATES["fi-utlegg"],
+        operation=operation,
+        party_id=party,
     )

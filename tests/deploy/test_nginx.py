@@ -22,15 +22,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import clients.client
-from clients.client import HubClient, make_query
+from clients.client import HubClient
 from clients.devtokens import DevTokens
-from clients.services import MANDATES
 from dsop.hub.v1 import hub_pb2
 from hub.audit import open_log
 from hub.certs import DEV_PROXY
 from providers.synthetic.dataset import SyntheticDataset
 from providers.synthetic.universe import make_banks
-from tests.support import agency_tls, free_port, spawn, stop, wait_for_file
+from tests.support import agency_tls, balance_query, free_port, spawn, stop, wait_for_file
 
 CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "dsop-hub.conf"
 AGENCY = "974761076"
@@ -183,15 +182,7 @@ async def test_a_batch_through_nginx_survives_a_replica_killed_mid_run(
         midway = asyncio.Event()
 
         async def agency(share: list[str]) -> None:
-            queries = [
-                make_query(
-                    service="fi-utlegg",
-                    legal_mandate=MANDATES["fi-utlegg"],
-                    operation=hub_pb2.OPERATION_ACCOUNTS_WITH_BALANCES,
-                    party_id=party,
-                )
-                for party in share
-            ]
+            queries = [balance_query(party) for party in share]
             async with HubClient(f"localhost:{balancer_port}", tls=tls, token=token) as hub:
                 async for event in hub.stream(queries, batch_size=50, window=200, retries=5):
                     if event.HasField("summary"):

@@ -12,16 +12,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import clients.client
-from clients.client import HubClient, make_query
+from clients.client import HubClient
 from clients.devtokens import DevTokens
-from clients.services import MANDATES
 from dsop.hub.v1 import hub_pb2
 from hub.audit import open_log
 from hub.config import HubConfig
 from hub.main import worker_config
 from providers.synthetic.dataset import SyntheticDataset
 from providers.synthetic.universe import make_banks
-from tests.support import agency_tls, free_port, spawn, stop, wait_for_file
+from tests.support import agency_tls, balance_query, free_port, spawn, stop, wait_for_file
 
 
 def test_each_worker_gets_its_own_chain_and_metrics_port() -> None:
@@ -79,15 +78,7 @@ async def test_two_workers_share_the_port_and_the_audit_log(
 
         async def agency(share: list[str]) -> int:
             async with HubClient(f"localhost:{port}", tls=tls, token=token) as client:
-                queries = [
-                    make_query(
-                        service="fi-utlegg",
-                        legal_mandate=MANDATES["fi-utlegg"],
-                        operation=hub_pb2.OPERATION_ACCOUNTS,
-                        party_id=party,
-                    )
-                    for party in share
-                ]
+                queries = [balance_query(party, hub_pb2.OPERATION_ACCOUNTS) for party in share]
                 return sum([event.HasField("summary") async for event in client.stream(queries)])
 
         answered = await asyncio.gather(*(agency(parties[i::16]) for i in range(16)))

@@ -12,14 +12,12 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from clients.client import make_query
-from clients.services import MANDATES
 from dsop.hub.v1 import hub_pb2
 from hub.logs import QUERY_LOG, JsonFormatter
 from hub.resilience import CallPolicy
 from providers.base import BankProvider
 from providers.faults import Faults, FaultyBank
-from tests.support import EnvFactory
+from tests.support import EnvFactory, balance_query
 
 FAMILIES = (
     # queries by service, operation and outcome
@@ -82,25 +80,10 @@ async def test_every_family_has_samples_and_no_personal_data_leaks(
             calls=CallPolicy(timeout=5.0, max_retries=2, backoff_base=0.001, retry_ratio=1.0),
         )
         parties = env.dataset.party_sample(60)
-        queries = [
-            make_query(
-                service="fi-utlegg",
-                legal_mandate=MANDATES["fi-utlegg"],
-                operation=hub_pb2.OPERATION_ACCOUNTS_WITH_BALANCES,
-                party_id=party,
-            )
-            for party in parties
-        ]
+        queries = [balance_query(party) for party in parties]
         # One refused query: a party id that breaks the check digits, as a typo would.
         bad = parties[0][:-1] + str((int(parties[0][-1]) + 1) % 10)
-        queries.append(
-            make_query(
-                service="fi-utlegg",
-                legal_mandate=MANDATES["fi-utlegg"],
-                operation=hub_pb2.OPERATION_ACCOUNTS,
-                party_id=bad,
-            )
-        )
+        queries.append(balance_query(bad, hub_pb2.OPERATION_ACCOUNTS))
         accounts: set[str] = set()
         async with env.client() as hub:
             async for event in hub.stream(queries, batch_size=20):
