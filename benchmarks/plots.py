@@ -191,11 +191,34 @@ def streams(report: Report, directory: Path) -> list[Path]:
 
 
 #: Scenario name -> its plots.
+
+
+def workers(report: Report, directory: Path) -> list[Path]:
+    rows = report["rows"]
+    counts = [row["workers"] for row in rows]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    left.plot(counts, [row["throughput_qps"] for row in rows], "o-", label="hub")
+    left.set_ylabel("queries answered per second")
+    left.set_title("throughput vs hub processes")
+    right.plot(counts, [row["hub_cores_used"] for row in rows], "o-", label="hub cores used")
+    right.axhline(report["machine"]["cpus"], color="k", linestyle=":", label="machine's cores")
+    right.set_ylabel("CPU cores")
+    right.set_title("hub CPU vs hub processes")
+    for ax in (left, right):
+        ax.set_xlabel("hub processes (--workers)")
+        ax.set_xticks(counts)
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=7)
+        ax.grid(True, alpha=0.3)
+    return [_save(figure, directory / "workers.png")]
+
+
 BY_SCENARIO = {
     "interactive": interactive,
     "fanout": fanout,
     "transactions": transactions,
     "streams": streams,
+    "workers": workers,
 }
 
 

@@ -283,6 +283,9 @@ def run(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
         args.json.with_suffix(".md").write_text(text)
+        from benchmarks import plots  # noqa: PLC0415  (matplotlib: only when writing)
+
+        plots.workers(result, args.json.parent)
     healthy = all(
         row["answered"] == row["queries"] and not row["bank_failures"] and not row["stream_errors"]
         for row in result["rows"]
