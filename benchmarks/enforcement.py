@@ -37,7 +37,7 @@ import grpc
 import uvloop
 from hdrh.histogram import HdrHistogram
 
-from benchmarks import direct, faults, processes, report
+from benchmarks import ceiling, direct, faults, processes, report
 from benchmarks.processes import Child, ChildFailed, Children, Tls
 from clients.client import ClientTls, HubClient
 from clients.devtokens import DevTokens
@@ -105,6 +105,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--duration-limit", type=float, default=600.0, help="seconds each timed phase may take"
     )
     parser.add_argument(
+        "--ceiling-queries",
+        type=int,
+        default=100_000,
+        help="of the same queries, run through the echo relay (the ceiling; 0: skip)",
+    )
+    parser.add_argument(
         "--faulty",
         type=int,
         default=0,
@@ -135,6 +141,7 @@ class Options:
     json: Path | None
     logs: Path | None
     faulty: int = 0
+    ceiling_queries: int = 0
     #: The command line, for the report.
     argv: tuple[str, ...] = ()
 
@@ -499,8 +506,19 @@ async def _run(
         )
     hub_rss = processes.peak_rss_mb(hub.pid)
     banks_rss = processes.tree_peak_rss_mb(banks.pid)
-    # The hub is idle from here on; stopped so the baseline has the machine to itself.
+    # The hub is idle from here on; stopped so the baselines have the machine to itself.
     children.stop(hub)
+    ceiling_report = None
+    if options.ceiling_queries and not plan:
+        ceiling_report = await _ceiling(
+            options,
+            workload,
+            tmp=tmp,
+            children=children,
+            banks=banks,
+            registry=registry_path,
+            tls=tls,
+        )
 
     baseline: report.Report | None = None
     direct_run: direct.DirectResult | None = None
@@ -557,7 +575,62 @@ async def _run(
     )
     if checker is not None:
         result.update(_fault_report(checker, hub_run, direct_run))
+    if ceiling_report is not None:
+        result["ceiling"] = ceiling_report
+        result["hub_fraction_of_ceiling"] = (
+            round(result["throughput_qps"] / ceiling_report["throughput_qps"], 3)
+            if ceiling_report["throughput_qps"]
+            else 0.0
+        )
     return result
+
+
+async def _ceiling(
+    options: Options,
+    workload: Workload,
+    *,
+    tmp: Path,
+    children: Children,
+    banks: Child,
+    registry: Path,
+    tls: Tls,
+) -> report.Report:
+    """The first ``ceiling_queries`` queries through the echo relay (the hub's wire, none of
+    its logic), over one stream as the hub's run, naming their banks as KAR would."""
+    queries = ceiling.name_banks(
+        workload.queries[: options.ceiling_queries], options.seed, options.banks
+    )
+    print(f"ceiling: {len(queries):,} queries through the echo relay", file=sys.stderr)
+    relay, target = await ceiling.start(children, tmp, registry, tls, options.window)
+    meter = Meter(relay, banks)
+    try:
+        async with HubClient(
+            target, tls=client_tls(tls.certs), insecure=tls.certs is None
+        ) as client:
+            run = await drive_hub(
+                client,
+                queries,
+                batch_size=options.batch_size,
+                window=options.window,
+                time_limit=options.duration_limit,
+                meter=meter,
+            )
+    finally:
+        children.stop(relay)
+    return {
+        "queries": run.queries,
+        "answered": run.answered,
+        "seconds": round(run.seconds, 3),
+        "throughput_qps": _rate(run.answered, run.seconds),
+        "latency_ms": report.latency_ms(run.histogram),
+        "relay_cpu_us_per_query": round(meter.hub_s * 1e6 / run.answered, 1)
+        if run.answered
+        else 0.0,
+        # One event per bank answer (accounts, then each account's details): more than the
+        # hub's one result per bank.
+        "bank_answers_echoed": run.bank_results,
+        "banks_cpu_s": round(meter.banks_s, 2),
+    }
 
 
 def _rate(count: int, seconds: float) -> float:

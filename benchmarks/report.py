@@ -202,7 +202,24 @@ def markdown(report: Mapping[str, Any]) -> str:
     if notes:
         lines += ["", *[f"- {note}" for note in notes]]
     lines += _fault_lines(report)
+    lines += _ceiling_lines(report)
     return "\n".join(lines) + "\n"
+
+
+def _ceiling_lines(report: Mapping[str, Any]) -> list[str]:
+    """The echo relay's run of the same queries, and the hub as a fraction of it."""
+    relay = report.get("ceiling")
+    if not relay:
+        return []
+    latency = relay["latency_ms"]
+    return [
+        "",
+        f"Ceiling (echo relay: the hub's wire, none of its logic), {relay['answered']:,} of "
+        f"the same queries over one stream: {relay['throughput_qps']:,.1f} queries/s, relay "
+        f"CPU {relay['relay_cpu_us_per_query']:,.1f} µs per query, p50/p99 "
+        f"{latency['p50']:,.0f}/{latency['p99']:,.0f} ms. The hub moves "
+        f"**{report['hub_fraction_of_ceiling']:.0%}** of the ceiling's throughput.",
+    ]
 
 
 def table(report: Mapping[str, Any]) -> str:
@@ -217,5 +234,5 @@ def table(report: Mapping[str, Any]) -> str:
             f"speedup: {report['speedup']:.1f}x (fully answered: {report['speedup_good']:.1f}x)"
         )
     out += [f"note: {note}" for note in report.get("notes", ())]
-    out += [line for line in _fault_lines(report) if line]
+    out += [line for line in _fault_lines(report) + _ceiling_lines(report) if line]
     return "\n".join(out)

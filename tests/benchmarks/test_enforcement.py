@@ -78,6 +78,12 @@ def test_every_query_is_answered_and_every_figure_is_positive(tmp_path: Path) ->
     latency = report["latency_ms"]
     assert isinstance(latency, dict) and set(latency) == LATENCY_KEYS
     assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
+    # The ceiling ran the same queries through the echo relay, which echoes every bank answer
+    # (accounts, then each account's details) where the hub sends one result per bank.
+    relay = report["ceiling"]
+    assert relay["answered"] == relay["queries"] == 300
+    assert relay["bank_answers_echoed"] >= report["bank_results"]
+    assert relay["throughput_qps"] > 0 and report["hub_fraction_of_ceiling"] > 0
     baseline = report["baseline"]
     assert isinstance(baseline, dict) and set(baseline) >= BASELINE_KEYS
     assert baseline["queries"] == baseline["answered"] == 100
