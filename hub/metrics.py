@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 from wsgiref.simple_server import WSGIServer
 
@@ -132,44 +133,41 @@ class _Family(Collector):
         return list(self._children.items())
 
 
-class Counter(_Family):
+class _Scalar(_Family):
+    """A family whose children each hold one number (counters, gauges)."""
+
+    def _family(self) -> CounterMetricFamily | GaugeMetricFamily:
+        raise NotImplementedError
+
+    def inc(self, amount: float = 1.0) -> None:
+        assert self._default is not None
+        self._default.inc(amount)
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for values, child in self._items():
+            family.add_metric(values, child.value)
+        yield family
+
+
+class Counter(_Scalar):
     def _child(self) -> _CounterChild:
         return _CounterChild()
 
     def _family(self) -> CounterMetricFamily:
         return CounterMetricFamily(self.name, self.documentation, labels=self.label_names)
 
-    def inc(self, amount: float = 1.0) -> None:
-        assert self._default is not None
-        self._default.inc(amount)
 
-    def collect(self) -> Iterator[Metric]:
-        family = self._family()
-        for values, child in self._items():
-            family.add_metric(values, child.value)
-        yield family
-
-
-class Gauge(_Family):
+class Gauge(_Scalar):
     def _child(self) -> _GaugeChild:
         return _GaugeChild()
 
     def _family(self) -> GaugeMetricFamily:
         return GaugeMetricFamily(self.name, self.documentation, labels=self.label_names)
 
-    def inc(self, amount: float = 1.0) -> None:
-        assert self._default is not None
-        self._default.inc(amount)
-
     def dec(self, amount: float = 1.0) -> None:
         assert self._default is not None
         self._default.dec(amount)
-
-    def collect(self) -> Iterator[Metric]:
-        family = self._family()
-        for values, child in self._items():
-            family.add_metric(values, child.value)
-        yield family
 
 
 class Histogram(_Family):
@@ -201,44 +199,31 @@ class Histogram(_Family):
         yield family
 
 
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class Source:
     """What a running hub shows at scrape time. ``Hub`` fills one in at start."""
 
-    def __init__(
-        self,
-        *,
-        in_flight: Callable[[], int],
-        shed: Callable[[], int],
-        banks: Callable[[], Iterable[BankState]],
-        audit: Callable[[], AuditState | None],
-    ) -> None:
-        self.in_flight = in_flight
-        self.shed = shed
-        self.banks = banks
-        self.audit = audit
+    in_flight: Callable[[], int]
+    shed: Callable[[], int]
+    banks: Callable[[], Iterable[BankState]]
+    audit: Callable[[], AuditState | None]
 
 
+@dataclass(frozen=True, slots=True)
 class BankState:
-    __slots__ = ("bank_id", "breaker", "hedges", "in_flight", "retries")
-
-    def __init__(
-        self, bank_id: str, breaker: str, retries: int, hedges: int, in_flight: int
-    ) -> None:
-        self.bank_id = bank_id
-        self.breaker = breaker
-        self.retries = retries
-        self.hedges = hedges
-        self.in_flight = in_flight
+    bank_id: str
+    breaker: str
+    retries: int
+    hedges: int
+    in_flight: int
 
 
+@dataclass(frozen=True, slots=True)
 class AuditState:
-    __slots__ = ("checkpoints", "failures", "records", "transactions")
-
-    def __init__(self, records: int, transactions: int, checkpoints: int, failures: int) -> None:
-        self.records = records
-        self.transactions = transactions
-        self.checkpoints = checkpoints
-        self.failures = failures
+    records: int
+    transactions: int
+    checkpoints: int
+    failures: int
 
 
 BREAKER_STATES: Final = ("closed", "half-open", "open")
