@@ -3,8 +3,8 @@
 The relay serves the hub's ``QueryStream`` and ``Query`` with the hub's own transport pieces
 (the agency-side outboxes of :mod:`hub.respond`, the batched ``Exchange`` client of
 :mod:`hub.banks`, TLS both ways) and asks the banks a query names exactly what the hub would
-(accounts; one account's details, cards, roles or transaction pages; accounts and then every
-account's details), echoing each bank answer back as one event and a summary when the banks are
+(accounts; one account's details, cards, roles or transaction pages; accounts with balances
+in one request), echoing each bank answer back as one event and a summary when the banks are
 done. Left out: authentication, validation, policy, KAR, deadlines, retries, breakers, field
 filtering, the audit log and flow control. What the hub moves as a fraction of what the relay
 moves is the price of that logic on this machine's gRPC.
@@ -73,6 +73,8 @@ class _RelayedQuery:
                 continue
             if query.operation in _PER_ACCOUNT:
                 self._ask(client, _PER_ACCOUNT[query.operation], query.account_reference)
+            elif query.operation == Op.OPERATION_ACCOUNTS_WITH_BALANCES:
+                self._ask(client, "accounts_with_balances", "")
             else:
                 self._ask(client, "accounts", "")
         if not self.outstanding:
@@ -80,20 +82,18 @@ class _RelayedQuery:
 
     def _ask(self, client: GrpcBankClient, kind: str, reference: str) -> None:
         self.outstanding += 1
-        request = client.request(self._on_answer(client, kind == "accounts"))
+        request = client.request(self._on_answer(client))
         body = getattr(request, kind)
         assert self.ctx.request_context is not None
         body.context.CopyFrom(self.ctx.request_context)
         body.period.CopyFrom(self.ctx.query.period)
-        if kind == "accounts":
+        if kind in ("accounts", "accounts_with_balances"):
             body.party_id = self.ctx.query.party_id
             body.only_primary_owner = self.ctx.query.only_primary_owner
         else:
             body.account_reference = reference
 
-    def _on_answer(
-        self, client: GrpcBankClient, listing: bool
-    ) -> Callable[[bank_pb2.BankResponse], None]:
+    def _on_answer(self, client: GrpcBankClient) -> Callable[[bank_pb2.BankResponse], None]:
         def on_answer(response: bank_pb2.BankResponse) -> None:
             ctx = self.ctx
             kind = response.WhichOneof("result")
@@ -104,16 +104,14 @@ class _RelayedQuery:
             result.has_more = response.has_more
             if kind in _PAYLOADS:
                 getattr(result, kind).CopyFrom(getattr(response, kind))
+            elif kind == "accounts_with_balances":
+                # Wire-identical messages (bank.proto).
+                result.accounts_with_balances.MergeFromString(
+                    response.accounts_with_balances.SerializeToString()
+                )
             elif kind == "error":
                 result.error.CopyFrom(response.error)
             ctx.sink.send(ctx, event.SerializeToString())
-            if (
-                listing
-                and kind == "accounts"
-                and ctx.query.operation == Op.OPERATION_ACCOUNTS_WITH_BALANCES
-            ):
-                for account in response.accounts.accounts:
-                    self._ask(client, "account_details", account.account_reference)
             if not response.has_more:
                 self.outstanding -= 1
                 if not self.outstanding:

@@ -55,6 +55,10 @@ class BankClient(Protocol):
     """A bank as the fan-out sees it."""
 
     bank_id: str
+    #: Whether the bank answers accounts-with-balances in one request
+    #: (``BankRequest.accounts_with_balances``); the fan-out clears it when the bank answers
+    #: ACC-012, and asks for the accounts and each account's details instead.
+    composite_balances: bool
 
     def request(self, on_response: ResponseHandler) -> bank_pb2.BankRequest:
         """A new request to fill in (its id is set; the caller sets the oneof) before control
@@ -120,6 +124,8 @@ class GrpcBankClient:
     ) -> None:
         self.bank_id = bank_id
         self.target = target
+        # The bank kit (providers.base) offers it; a bank that does not says so once.
+        self.composite_balances = True
         self._credentials = credentials
         self._max_batch = max_batch
         self._linger = linger

@@ -11,7 +11,7 @@ exactly once: complete, partial (the bank said more exists offline) or failed wi
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final
 
 import grpc
@@ -20,14 +20,14 @@ from dsop.controlinfo.v2 import bank_pb2, model_pb2
 from dsop.hub.v1 import hub_pb2
 from hub.context import BankOutcome, QueryContext
 from hub.resilience import Call, Fill, ResilientBank
+from providers.balances import BalancesAnswer
 
 Op = hub_pb2.Operation
 Outcome = hub_pb2.BankOutcome
 Reason = hub_pb2.FailureReason
 PARTIAL: Final = model_pb2.RESPONSE_STATUS_PARTIAL
-COMPLETE: Final = model_pb2.RESPONSE_STATUS_COMPLETE
-#: The standard's sentinel reference: the bank holds data it did not deliver digitally.
-DATA_NOT_DELIVERED: Final = "dataNotDelivered"
+#: A bank's answer to a request it does not offer.
+NOT_OFFERED: Final = "ACC-012"
 
 #: Transaction pages a bank may send ahead of what the agency has taken, per query and bank
 #: (BankRequest.page_window): what bounds the hub's buffer for a slow reader.
@@ -194,9 +194,11 @@ class _Call:
         )
 
     def fill_accounts(self, request: bank_pb2.BankRequest) -> None:
+        self.fill_listing(request.accounts)
+
+    def fill_listing(self, body: bank_pb2.ListAccountsRequest) -> None:
         ctx = self.ctx
         query = ctx.query
-        body = request.accounts
         assert ctx.request_context is not None
         body.context.CopyFrom(ctx.request_context)
         body.party_id = query.party_id
@@ -214,17 +216,19 @@ class _Call:
         if not response.HasField("accounts"):
             self.malformed("expected accounts")
             return None
-        problem = self.check_accounts(response.accounts)
+        problem = self.check_accounts(response.accounts.accounts)
         if problem is not None:
             self.malformed(problem)
             return None
         return response.accounts
 
-    def check_accounts(self, accounts: bank_pb2.ListAccountsResponse) -> str | None:
-        """What is wrong with an accounts list beyond its shape: another bank's or another
-        party's accounts."""
+    def check_accounts(
+        self, accounts: Iterable[model_pb2.Account | model_pb2.AccountDetail]
+    ) -> str | None:
+        """What is wrong with accounts (listed, or with balances) beyond their shape: another
+        bank's or another party's accounts."""
         query = self.ctx.query
-        for account in accounts.accounts:
+        for account in accounts:
             servicer = account.servicer.identifier.value
             if servicer and servicer != self.bank_id:
                 return "accounts of another bank"
@@ -368,33 +372,56 @@ class _Transactions(_Single):
 class _AccountsWithBalances(_Call):
     """Accounts, then details for every account; one result when all details are in.
 
-    A details failure fails the bank's part as a whole: the agency needs every balance.
+    A bank that offers it is asked in one request (``BankRequest.accounts_with_balances``:
+    the bank composes the answer); one that answers ACC-012 is remembered and asked for the
+    accounts and then each account's details, composed here by the same rules
+    (:mod:`providers.balances`). Either way a details failure fails the bank's part as a
+    whole: the agency needs every balance.
     """
 
-    __slots__ = ("details", "envelope", "failed", "partial", "waiting")
+    __slots__ = ("composed", "failed", "waiting")
 
     def start(self) -> None:
-        self.call(self.fill_accounts, self.on_accounts)
+        if self.bank.client.composite_balances:
+            self.call(self.fill_composite, self.on_composite)
+        else:
+            self.call(self.fill_accounts, self.on_accounts)
+
+    def fill_composite(self, request: bank_pb2.BankRequest) -> None:
+        self.fill_listing(request.accounts_with_balances)
+
+    def on_composite(self, response: bank_pb2.BankResponse, reason: int) -> None:
+        if response.HasField("error"):
+            if response.error.code == NOT_OFFERED:
+                # Not offered by this bank (its own Exchange, an older kit): ask it step by
+                # step from now on.
+                self.bank.client.composite_balances = False
+                self.call(self.fill_accounts, self.on_accounts)
+                return
+            self.fail(response, reason)
+            return
+        if not response.HasField("accounts_with_balances"):
+            self.malformed("expected accounts_with_balances")
+            return
+        payload = response.accounts_with_balances
+        problem = self.check_accounts(payload.accounts)
+        if problem is not None:
+            self.malformed(problem)
+            return
+        self._deliver(payload)
 
     def on_accounts(self, response: bank_pb2.BankResponse, reason: int) -> None:
         accounts = self.accounts(response, reason)
         if accounts is None:
             return
-        self.envelope = accounts.response_details
-        self.partial = accounts.response_details.status == PARTIAL
+        self.composed = BalancesAnswer(accounts)
         self.failed = False
-        self.details: list[model_pb2.AccountDetail | None] = [None] * len(accounts.accounts)
-        self.waiting = 0
-        for index, account in enumerate(accounts.accounts):
-            if account.account_reference == DATA_NOT_DELIVERED:
-                self.details[index] = _detail_from(account)
-                self.partial = True
-                continue
-            self.waiting += 1
-            step = _DetailsStep(self, index, account.account_reference)
+        self.waiting = len(self.composed.wanted)
+        for index, reference in self.composed.wanted:
+            step = _DetailsStep(self, index, reference)
             self.call(step.fill, step.on_response)
         if self.waiting == 0:
-            self._finish()
+            self._deliver(self.composed.answer())
 
     def on_details(self, index: int, response: bank_pb2.BankResponse, reason: int) -> None:
         if self.failed:
@@ -407,26 +434,16 @@ class _AccountsWithBalances(_Call):
             self.failed = True
             self.malformed("expected account_details")
             return
-        details = response.account_details
-        self.partial |= details.response_details.status == PARTIAL
-        self.details[index] = details.account
+        self.composed.add(index, response.account_details)
         self.waiting -= 1
         if self.waiting == 0:
-            self._finish()
+            self._deliver(self.composed.answer())
 
-    def _finish(self) -> None:
+    def _deliver(self, payload: bank_pb2.ListAccountsWithBalancesResponse) -> None:
         event, result = self.fanout.result(self.ctx, self.bank_id)
-        result.outcome = (
-            Outcome.BANK_OUTCOME_PARTIAL if self.partial else Outcome.BANK_OUTCOME_COMPLETE
-        )
-        payload = result.accounts_with_balances
-        # The accounts list's envelope (its message, if any), with the status of the whole.
-        payload.response_details.CopyFrom(self.envelope)
-        payload.response_details.status = PARTIAL if self.partial else COMPLETE
-        accounts = payload.accounts
-        for detail in self.details:
-            if detail is not None:
-                accounts.add().CopyFrom(detail)
+        result.outcome = _outcome(payload.response_details)
+        # The bank's message and the agency's are wire-identical (see bank.proto).
+        result.accounts_with_balances.MergeFromString(payload.SerializeToString())
         self.fanout.deliver(self.ctx, event)
 
 
@@ -457,25 +474,6 @@ class _DetailsStep:
                     self.parent.malformed("details of another account")
                 return
         self.parent.on_details(self.index, response, reason)
-
-
-def _detail_from(account: model_pb2.Account) -> model_pb2.AccountDetail:
-    """An account the bank did not deliver digitally, as a detail without balances."""
-    detail = model_pb2.AccountDetail(
-        status=account.status,
-        account_identifier=account.account_identifier,
-        account_reference=account.account_reference,
-        type=account.type,
-    )
-    if account.HasField("servicer"):
-        detail.servicer.CopyFrom(account.servicer)
-    if account.HasField("currency"):
-        detail.currency = account.currency
-    if account.HasField("name"):
-        detail.name = account.name
-    if account.HasField("primary_owner"):
-        detail.primary_owner.CopyFrom(account.primary_owner)
-    return detail
 
 
 _CALLS: Final[Mapping[int, type[_Call]]] = {

@@ -118,6 +118,8 @@ class RestBankClient:
         """``base_url`` is the API's root, e.g. ``https://bank.example:8443/v2``. ``client``
         replaces the HTTP client (tests: an ASGI or validating transport)."""
         self.bank_id = bank_id
+        # The REST API has no such call: the fan-out asks for accounts, then details.
+        self.composite_balances = False
         self.base_url = base_url.rstrip("/")
         self._origin = httpx.URL(self.base_url).copy_with(path="/", query=None)
         self._make_http: Callable[[], httpx.AsyncClient] = (
@@ -210,7 +212,12 @@ class RestBankClient:
         kind = request.WhichOneof("request")
         try:
             if kind is None or kind not in mapping.OPERATIONS:
-                self._fail(request_id, "ACC-001", grpc.StatusCode.INVALID_ARGUMENT, "no known API")
+                self._fail(
+                    request_id,
+                    "ACC-012",
+                    grpc.StatusCode.UNIMPLEMENTED,
+                    "the REST API has no such call",
+                )
                 return
             http = mapping.request_to_http(kind, getattr(request, kind))
         except mapping.RequestError as exc:

@@ -220,6 +220,32 @@ class FaultyBank(BankProvider):
         self._pad(response.response_details)
         return response
 
+    async def list_accounts_with_balances(
+        self, request: bank_pb2.ListAccountsRequest
+    ) -> bank_pb2.ListAccountsWithBalancesResponse:
+        """The one-request form misbehaves as a whole (one delay, one roll of the dice),
+        with the faults a caller can see in it: the wrong kind, another party's accounts
+        (``wrong_party``; ``wrong_account``: one account swapped for another party's), or
+        another bank's."""
+        await self._before()
+        if self.faults.garbage:
+            return bank_pb2.ListCardsResponse()  # type: ignore[return-value]
+        if self.faults.wrong_party:
+            request = _copy(request)
+            request.party_id = _other_party(request.party_id)
+        response = await self.inner.list_accounts_with_balances(request)
+        if self.faults.wrong_party or self.faults.wrong_account:
+            if not response.accounts:
+                # Nothing to swap; invent an account so the fault shows.
+                response.accounts.add(account_identifier="12345678903", account_reference="r")
+            owner = _other_party(request.party_id) if self.faults.wrong_account else None
+            response.accounts[0].primary_owner.identifier.value = owner or request.party_id
+        if self.faults.wrong_bank:
+            for account in response.accounts:
+                account.servicer.identifier.value = "974761076"
+        self._pad(response.response_details)
+        return response
+
     async def list_transactions(
         self, request: bank_pb2.ListTransactionsRequest
     ) -> AsyncIterator[bank_pb2.ListTransactionsResponse]:

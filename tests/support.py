@@ -87,6 +87,10 @@ class Recording(BankProvider):
         self.log.append("roles")
         return await self.inner.list_roles(request)
 
+    async def list_accounts_with_balances(self, request):  # type: ignore[no-untyped-def]
+        self.log.append("accounts_with_balances")
+        return await self.inner.list_accounts_with_balances(request)
+
 
 EnvFactory = Callable[..., Awaitable[Env]]
 

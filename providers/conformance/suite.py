@@ -26,6 +26,7 @@ from google.protobuf.message import Message
 from dsop.controlinfo.v2 import bank_pb2, model_pb2
 from hub.clock import today as oslo_today
 from hub.identifiers import make_national_identity_number
+from providers.balances import BalancesAnswer
 from providers.conformance import checks
 from providers.conformance.target import Answer, CallError, Request, Target
 
@@ -726,6 +727,59 @@ async def _batch_agrees(suite: Suite, collected: Collected) -> Outcome:
     return _verdict(problems)
 
 
+async def _composed(
+    suite: Suite, listing: bank_pb2.ListAccountsResponse
+) -> bank_pb2.ListAccountsWithBalancesResponse | CallError:
+    """The accounts with balances the per-API calls give for a listing (each account's
+    details asked one call at a time), composed as providers.balances says."""
+    composed = BalancesAnswer(listing)
+    for index, reference in composed.wanted:
+        answer = await suite.answer(suite.account_request("account_details", reference))
+        if isinstance(answer, CallError):
+            return answer
+        assert isinstance(answer, bank_pb2.GetAccountDetailsResponse)
+        composed.add(index, answer)
+    return composed.answer()
+
+
+async def _balances_in_one(suite: Suite, collected: Collected) -> Outcome:
+    """Accounts with balances in one request (Exchange) answer as the accounts list and each
+    account's details do. Optional: a bank that declines it with ACC-012 is asked step by
+    step by the hub."""
+    requests: list[Request] = []
+    expected: list[Answer] = []
+    for index, party in enumerate(suite.fixture.parties, 1):
+        for owner_only in (False, True):
+            listing = collected.lists.get((f"party #{index}", owner_only))
+            if not isinstance(listing, bank_pb2.ListAccountsResponse):
+                continue
+            if len(listing.accounts) > suite.fixture.max_accounts:
+                continue
+            body = suite.accounts_request(party, owner_only).body
+            requests.append(Request("accounts_with_balances", body))
+            expected.append(await _composed(suite, listing))
+    if not requests:
+        return "skip", ["nothing collected to compare: give --party"]
+    batched = await suite.target.batch(requests)
+    if all(isinstance(got, CallError) and got.code == "ACC-012" for got in batched):
+        return "skip", [
+            "not offered (ACC-012): the hub asks for the accounts and each account's details"
+        ]
+    problems = []
+    for number, (want, got) in enumerate(zip(expected, batched, strict=True), 1):
+        what = f"accounts with balances #{number}"
+        if isinstance(want, CallError) or isinstance(got, CallError):
+            if not (
+                isinstance(want, CallError)
+                and isinstance(got, CallError)
+                and (want.status, want.code) == (got.status, got.code)
+            ):
+                problems.append(f"{what}: step by step {_brief(want)}, in one {_brief(got)}")
+        elif not _same("accounts_with_balances", want, got):
+            problems.append(f"{what}: differs from the accounts list and each account's details")
+    return _verdict(problems)
+
+
 def _brief(answer: Answer) -> str:
     if isinstance(answer, CallError):
         return f"{answer.status.name} {answer.code}"
@@ -758,6 +812,8 @@ CASES: Final = (
     Case("deadline", "a short deadline ends the call (DEADLINE_EXCEEDED or done), no hang",
          _deadline),
     Case("exchange-agrees", "the batched path answers as the per-API calls do", _batch_agrees),
+    Case("balances-in-one", "accounts with balances in one request agree with the steps "
+         "(optional: ACC-012 declines)", _balances_in_one),
 )  # fmt: skip
 CASE_NAMES: Final = tuple(case.name for case in CASES)
 

@@ -198,6 +198,7 @@ _BALANCE_DIRECTION: Final = {
     for direction in (m.CREDIT_OR_DEBIT_CREDIT, m.CREDIT_OR_DEBIT_DEBIT)
 }
 _DETAIL_FIELD: Final = bank_pb2.GetAccountDetailsResponse.ACCOUNT_FIELD_NUMBER
+_BALANCES_ACCOUNTS_FIELD: Final = bank_pb2.ListAccountsWithBalancesResponse.ACCOUNTS_FIELD_NUMBER
 _CARDS_FIELD: Final = bank_pb2.ListCardsResponse.PAYMENT_CARDS_FIELD_NUMBER
 _ROLES_FIELD: Final = bank_pb2.ListRolesResponse.ROLES_FIELD_NUMBER
 
@@ -578,21 +579,31 @@ class SyntheticBankData:
         ``only_primary_owner=False`` also those where it has another role (their primaryOwner
         is then someone else). Unknown, invalid and shielded parties get an empty, complete
         list."""
+        parts = [_COMPLETE]
+        parts.extend(
+            a.list_entry for a in self._listed(party_id, only_primary_owner, from_date, to_date)
+        )
+        return bank_pb2.ListAccountsResponse.FromString(b"".join(parts))
+
+    def _listed(
+        self, party_id: str, only_primary_owner: bool, from_date: dt.date, to_date: dt.date
+    ) -> list[AccountFacts]:
+        """The account records :meth:`list_accounts` lists, in its order."""
         prof = self._ds._profile(party_id)
         if prof is None or prof.party.shielded or from_date > to_date:
-            return bank_pb2.ListAccountsResponse.FromString(_COMPLETE)
+            return []
         idx = self.index
-        parts = [_COMPLETE]
+        listed = []
         if idx in prof.own:
             for a in self._ds._owned(idx, party_id):
                 if a.start <= to_date and (a.end is None or a.end >= from_date):
-                    parts.append(a.list_entry)  # noqa: PERF401 - the hot path; a loop is fastest
+                    listed.append(a)  # noqa: PERF401 - the hot path; a loop is fastest
         partner = prof.party.partner
         if not only_primary_owner and partner is not None and idx in prof.role_banks:
             for a, role in _roles_of(self._ds._owned(idx, partner), party_id):
                 if a.overlaps(from_date, to_date) and role.overlaps(from_date, to_date):
-                    parts.append(a.list_entry)
-        return bank_pb2.ListAccountsResponse.FromString(b"".join(parts))
+                    listed.append(a)
+        return listed
 
     def get_account_details(
         self, account_reference: str, from_date: dt.date, to_date: dt.date
@@ -602,6 +613,25 @@ class SyntheticBankData:
         date, none when the account was closed on or before ``to_date``, had not been opened
         by then, or is an account without balance. Raises UnknownAccountError."""
         a = self._lookup(account_reference)
+        return bank_pb2.GetAccountDetailsResponse.FromString(
+            _COMPLETE + field(_DETAIL_FIELD, self._detail(a, to_date))
+        )
+
+    def list_accounts_with_balances(
+        self, party_id: str, only_primary_owner: bool, from_date: dt.date, to_date: dt.date
+    ) -> bank_pb2.ListAccountsWithBalancesResponse:
+        """What :meth:`list_accounts` and then :meth:`get_account_details` for each account
+        give, composed (providers.balances), assembled at once from the account records.
+        Raises UnknownAccountError where a details request would."""
+        parts = [_COMPLETE]
+        for a in self._listed(party_id, only_primary_owner, from_date, to_date):
+            if a.hidden:
+                raise UnknownAccountError("unknown accountReference")
+            parts.append(field(_BALANCES_ACCOUNTS_FIELD, self._detail(a, to_date)))
+        return bank_pb2.ListAccountsWithBalancesResponse.FromString(b"".join(parts))
+
+    def _detail(self, a: AccountFacts, to_date: dt.date) -> bytes:
+        """The account's AccountDetail, encoded, with its balances as of ``to_date``."""
         body = a.detail_body
         if not (
             a.kind == "no_balance" or a.start > to_date or (a.end is not None and a.end <= to_date)
@@ -620,7 +650,7 @@ class SyntheticBankData:
                 body += _balance(
                     a, False, self._booked_cents(a, to_date), f"{iso}T23:59:59{off_noon}"
                 )
-        return bank_pb2.GetAccountDetailsResponse.FromString(_COMPLETE + field(_DETAIL_FIELD, body))
+        return body
 
     def iter_transactions(
         self,

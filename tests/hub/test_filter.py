@@ -86,6 +86,14 @@ class Leaky(BankProvider):
         response.account.account_reference = request.account_reference  # type: ignore[attr-defined]
         return response
 
+    async def list_accounts_with_balances(self, request):  # type: ignore[no-untyped-def]
+        # Composed from the two answers above, then made about the right party and bank.
+        response = await super().list_accounts_with_balances(request)
+        for account in response.accounts:
+            account.servicer.identifier.value = self.bank_id
+            account.primary_owner.identifier.value = request.party_id
+        return response
+
     async def list_transactions(self, request) -> AsyncIterator[bank_pb2.ListTransactionsResponse]:  # type: ignore[no-untyped-def,override]
         yield fill(bank_pb2.ListTransactionsResponse())  # type: ignore[misc]
 

@@ -87,7 +87,67 @@ async def test_accounts_with_balances_carries_every_accounts_details(env: Env) -
             "fi-utlegg",
             "accounts_with_balances",
         )
-        assert env.calls[result.bank_id].count("account_details") == len(listed)
+        # One request per bank: the bank composes the answer (BankRequest.accounts_with_balances).
+        assert env.calls[result.bank_id] == ["accounts_with_balances"]
+
+
+class StepByStep(BankProvider):
+    """A bank without the one-request form of accounts with balances (it answers ACC-012)."""
+
+    def __init__(self, inner: BankProvider) -> None:
+        self.inner = inner
+        self.bank_id = inner.bank_id
+        self.asked: list[str] = []
+
+    async def list_accounts(self, request):  # type: ignore[no-untyped-def]
+        self.asked.append("accounts")
+        return await self.inner.list_accounts(request)
+
+    async def get_account_details(self, request):  # type: ignore[no-untyped-def]
+        self.asked.append("account_details")
+        return await self.inner.get_account_details(request)
+
+    async def list_accounts_with_balances(self, request):  # type: ignore[no-untyped-def]
+        self.asked.append("accounts_with_balances")
+        raise NotImplementedError
+
+
+async def test_a_bank_without_the_one_request_form_is_asked_step_by_step(
+    make_env: EnvFactory,
+) -> None:
+    made: dict[str, StepByStep] = {}
+
+    def wrap(provider: BankProvider) -> BankProvider:
+        made[provider.bank_id] = StepByStep(provider)
+        return made[provider.bank_id]
+
+    env = await make_env(wrap)
+    party = env.dataset.find_party("many_banks")
+    query = _query(party, Op.OPERATION_ACCOUNTS_WITH_BALANCES, service="fi-utlegg")
+    for attempt in range(2):
+        events = await _events(env, query)
+        results = [e.result for e in events if e.HasField("result")]
+        assert len(results) == 5
+        for result in results:
+            bank = env.dataset.bank(result.bank_id)
+            listed = bank.list_accounts(party, True, TODAY, TODAY).accounts
+            expected = [
+                bank.get_account_details(a.account_reference, TODAY, TODAY).account for a in listed
+            ]
+            assert result.outcome == hub_pb2.BANK_OUTCOME_COMPLETE
+            assert result.accounts_with_balances == filtered(
+                hub_pb2.AccountsWithBalances(
+                    response_details={"status": model_pb2.RESPONSE_STATUS_COMPLETE},
+                    accounts=expected,
+                ),
+                "fi-utlegg",
+                "accounts_with_balances",
+            )
+            steps = ["accounts"] + ["account_details"] * len(listed)
+            # The first query finds out (ACC-012); the hub remembers it for the next.
+            tried = ["accounts_with_balances"] if attempt == 0 else []
+            assert made[result.bank_id].asked == tried + steps
+            made[result.bank_id].asked.clear()
 
 
 async def test_per_account_operations_reach_only_the_named_bank(env: Env) -> None:

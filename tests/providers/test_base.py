@@ -129,7 +129,7 @@ async def test_exchange_agrees_with_per_api_rpcs(stub: bank_pb2_grpc.BankService
     assert [p.has_more for p in pages] == [True, True, False]
     assert sum(len(p.transactions.transactions) for p in pages) == 2010
     assert answers[5][0].error.code == "ACC-012"
-    assert answers[6][0].error.code == "ACC-001"
+    assert answers[6][0].error.code == "ACC-012"
     assert all(not r[-1].has_more for r in answers.values())
 
 

@@ -239,6 +239,16 @@ class AcceptsAnyMandate(SyntheticBank):
         return None
 
 
+class BalancesMissAnAccount(SyntheticBank):
+    """Accounts with balances in one request leave out the last account."""
+
+    async def list_accounts_with_balances(self, request: Any) -> Any:
+        response = await super().list_accounts_with_balances(request)
+        if response.accounts:
+            del response.accounts[-1]
+        return response
+
+
 class SkewedExchange(BankServicer):
     """The batched path drops the last account of every accounts list."""
 
@@ -259,6 +269,7 @@ BROKEN = [
     (ReferenceIsTheNumber, "opaque-reference"),
     (UnknownReferenceIsEmpty, "unknown-reference"),
     (AcceptsAnyMandate, "refusal"),
+    (BalancesMissAnAccount, "balances-in-one"),
 ]
 
 
@@ -320,7 +331,9 @@ async def test_the_synthetic_rest_bank_passes_every_case_through_the_bridge(
     report = await _rest_report(
         _bank(SyntheticBank, dataset, bank_info), _fixture(dataset, bank_info), cert_dir
     )
-    assert [c.status for c in report.cases] == ["pass"] * len(CASE_NAMES), report.render()
+    # The REST API has no accounts with balances in one request: the bridge declines it.
+    statuses = {c.name: c.status for c in report.cases}
+    assert statuses == dict.fromkeys(CASE_NAMES, "pass") | {"balances-in-one": "skip"}
     assert report.target.startswith("REST https://localhost:")
 
 
@@ -366,7 +379,7 @@ async def test_without_parties_the_data_cases_are_skipped_not_failed(
     report = await _grpc_report(_bank(SyntheticBank, dataset, bank_info), Fixture(()))
     assert report.ok, report.render()
     skipped = {c.name for c in report.cases if c.status == "skip"}
-    assert {"presence", "paging", "card-masking", "exchange-agrees"} <= skipped
+    assert {"presence", "paging", "card-masking", "exchange-agrees", "balances-in-one"} <= skipped
     assert {"unknown-party", "unknown-reference", "refusal", "deadline"}.isdisjoint(skipped)
 
 

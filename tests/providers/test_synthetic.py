@@ -662,3 +662,28 @@ def test_the_huge_account_pages_lazily(ds: SyntheticDataset) -> None:
     three_days = YEAR_AGO + dt.timedelta(days=2)
     produced = sum(len(p) for p in bank.iter_transactions(ref, YEAR_AGO, three_days))
     assert produced == bank.transaction_count(ref, YEAR_AGO, three_days) > 300
+
+
+def test_accounts_with_balances_in_one_are_the_list_and_each_accounts_details(
+    ds: SyntheticDataset, banks: list[BankInfo]
+) -> None:
+    from providers.balances import BalancesAnswer  # noqa: PLC0415
+
+    compared = with_roles = 0
+    for party in ds.party_sample(150):
+        for relation in ds.relations(party, YEAR_AGO, TODAY):
+            bank = ds.bank(relation.organization_id)
+            for owner_only in (True, False):
+                for to_date in (TODAY, YEAR_AGO + dt.timedelta(days=40)):
+                    listing = bank.list_accounts(party, owner_only, YEAR_AGO, to_date)
+                    composed = BalancesAnswer(listing)
+                    for index, reference in composed.wanted:
+                        composed.add(index, bank.get_account_details(reference, YEAR_AGO, to_date))
+                    got = bank.list_accounts_with_balances(party, owner_only, YEAR_AGO, to_date)
+                    assert got == composed.answer()
+                    compared += 1
+                    with_roles += any(
+                        a.primary_owner.identifier.value != party for a in got.accounts
+                    )
+    assert compared > 300
+    assert with_roles, "accounts where the party has another role were compared too"

@@ -395,6 +395,39 @@ class ListRolesResponse(_message.Message):
 Global___ListRolesResponse: _TypeAlias = ListRolesResponse  # noqa: Y015
 
 @_typing.final
+class ListAccountsWithBalancesResponse(_message.Message):
+    """Accounts, each with its balances as of the period's toDate: the accounts list followed by
+    the details of every account, answered by the bank in one go (Exchange only; the REST API
+    has no such call). An account the bank does not deliver digitally (accountReference
+    "dataNotDelivered") appears as a detail without balances and makes the answer partial. Wire-
+    identical to dsop.hub.v1.AccountsWithBalances, so the hub passes it on unchanged.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_DETAILS_FIELD_NUMBER: _builtins.int
+    ACCOUNTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def response_details(self) -> _model_pb2.ResponseDetails:
+        """PARTIAL when the list or any account's details were partial."""
+
+    @_builtins.property
+    def accounts(self) -> _containers.RepeatedCompositeFieldContainer[_model_pb2.AccountDetail]: ...
+    def __init__(
+        self,
+        *,
+        response_details: _model_pb2.ResponseDetails | None = ...,
+        accounts: _abc.Iterable[_model_pb2.AccountDetail] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["response_details", b"response_details"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "response_details", b"response_details"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAccountsWithBalancesResponse: _TypeAlias = ListAccountsWithBalancesResponse  # noqa: Y015
+
+@_typing.final
 class BankRequest(_message.Message):
     """One request inside an Exchange message."""
 
@@ -408,6 +441,7 @@ class BankRequest(_message.Message):
     ROLES_FIELD_NUMBER: _builtins.int
     CANCEL_FIELD_NUMBER: _builtins.int
     CREDIT_FIELD_NUMBER: _builtins.int
+    ACCOUNTS_WITH_BALANCES_FIELD_NUMBER: _builtins.int
     TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     PAGE_WINDOW_FIELD_NUMBER: _builtins.int
     id: _builtins.int
@@ -446,6 +480,15 @@ class BankRequest(_message.Message):
         more. No answer is expected.
         """
 
+    @_builtins.property
+    def accounts_with_balances(self) -> Global___ListAccountsRequest:
+        """Accounts with balances (the enforcement balance query) in one request: the answer is
+        what an accounts request followed by a details request per account would give, in one
+        ListAccountsWithBalancesResponse; a details failure fails the whole request. A bank
+        that does not offer it answers ACC-012, and the caller then asks for the accounts and
+        each account's details itself.
+        """
+
     def __init__(
         self,
         *,
@@ -457,14 +500,15 @@ class BankRequest(_message.Message):
         roles: Global___ListRolesRequest | None = ...,
         cancel: Global___CancelRequest | None = ...,
         credit: Global___PageCredit | None = ...,
+        accounts_with_balances: Global___ListAccountsRequest | None = ...,
         timeout_ms: _builtins.int = ...,
         page_window: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account_details", b"account_details", "accounts", b"accounts", "cancel", b"cancel", "cards", b"cards", "credit", b"credit", "request", b"request", "roles", b"roles", "transactions", b"transactions"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account_details", b"account_details", "accounts", b"accounts", "accounts_with_balances", b"accounts_with_balances", "cancel", b"cancel", "cards", b"cards", "credit", b"credit", "request", b"request", "roles", b"roles", "transactions", b"transactions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_details", b"account_details", "accounts", b"accounts", "cancel", b"cancel", "cards", b"cards", "credit", b"credit", "id", b"id", "page_window", b"page_window", "request", b"request", "roles", b"roles", "timeout_ms", b"timeout_ms", "transactions", b"transactions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_details", b"account_details", "accounts", b"accounts", "accounts_with_balances", b"accounts_with_balances", "cancel", b"cancel", "cards", b"cards", "credit", b"credit", "id", b"id", "page_window", b"page_window", "request", b"request", "roles", b"roles", "timeout_ms", b"timeout_ms", "transactions", b"transactions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["accounts", "account_details", "transactions", "cards", "roles", "cancel", "credit"]  # noqa: Y015
+    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["accounts", "account_details", "transactions", "cards", "roles", "cancel", "credit", "accounts_with_balances"]  # noqa: Y015
     _WhichOneofArgType_request: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_request) -> _WhichOneofReturnType_request | None: ...
 
@@ -547,6 +591,7 @@ class BankResponse(_message.Message):
     CARDS_FIELD_NUMBER: _builtins.int
     ROLES_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    ACCOUNTS_WITH_BALANCES_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     """The id of the request answered."""
     has_more: _builtins.bool
@@ -565,6 +610,8 @@ class BankResponse(_message.Message):
     def error(self) -> _model_pb2.Error:
         """The request was refused or failed; ends the request."""
 
+    @_builtins.property
+    def accounts_with_balances(self) -> Global___ListAccountsWithBalancesResponse: ...
     def __init__(
         self,
         *,
@@ -576,12 +623,13 @@ class BankResponse(_message.Message):
         cards: Global___ListCardsResponse | None = ...,
         roles: Global___ListRolesResponse | None = ...,
         error: _model_pb2.Error | None = ...,
+        accounts_with_balances: Global___ListAccountsWithBalancesResponse | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["account_details", b"account_details", "accounts", b"accounts", "cards", b"cards", "error", b"error", "result", b"result", "roles", b"roles", "transactions", b"transactions"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account_details", b"account_details", "accounts", b"accounts", "accounts_with_balances", b"accounts_with_balances", "cards", b"cards", "error", b"error", "result", b"result", "roles", b"roles", "transactions", b"transactions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_details", b"account_details", "accounts", b"accounts", "cards", b"cards", "error", b"error", "has_more", b"has_more", "id", b"id", "result", b"result", "roles", b"roles", "transactions", b"transactions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_details", b"account_details", "accounts", b"accounts", "accounts_with_balances", b"accounts_with_balances", "cards", b"cards", "error", b"error", "has_more", b"has_more", "id", b"id", "result", b"result", "roles", b"roles", "transactions", b"transactions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["accounts", "account_details", "transactions", "cards", "roles", "error"]  # noqa: Y015
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["accounts", "account_details", "transactions", "cards", "roles", "error", "accounts_with_balances"]  # noqa: Y015
     _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
 
