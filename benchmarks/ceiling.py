@@ -23,20 +23,20 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import grpc
 import uvloop
 
 from benchmarks import processes
 from benchmarks.processes import Child, Children, Tls
-from dsop.controlinfo.v2 import bank_pb2
 from dsop.hub.v1 import hub_pb2
+from hub import wire
 from hub.banks import GrpcBankClient
 from hub.context import QueryContext
-from hub.fanout import request_context
+from hub.fanout import request_body
 from hub.registry import Registry
-from hub.respond import SingleSink, StreamSink
+from hub.respond import COMPLETE, Outgoing, SingleSink, StreamSink
 from hub.server import SERVER_OPTIONS, hub_handler
 from providers.synthetic import SyntheticDataset, make_banks
 
@@ -44,8 +44,6 @@ log = logging.getLogger(__name__)
 
 Op = hub_pb2.Operation
 READY_TIMEOUT_S: Final = 60.0
-#: The answer kinds of a bank, as fields of both BankResponse and BankResult.
-_PAYLOADS: Final = frozenset({"accounts", "account_details", "transactions", "cards", "roles"})
 _PER_ACCOUNT: Final = {
     Op.OPERATION_ACCOUNT_DETAILS: "account_details",
     Op.OPERATION_TRANSACTIONS: "transactions",
@@ -66,52 +64,41 @@ class _RelayedQuery:
 
     def start(self) -> None:
         query = self.ctx.query
-        self.ctx.request_context = request_context(query)
+        self.ctx.request_body = request_body(query)
         for bank_id in query.banks:
             client = self.clients.get(bank_id)
             if client is None:
                 continue
             if query.operation in _PER_ACCOUNT:
-                self._ask(client, _PER_ACCOUNT[query.operation], query.account_reference)
+                self._ask(client, _PER_ACCOUNT[query.operation])
             elif query.operation == Op.OPERATION_ACCOUNTS_WITH_BALANCES:
-                self._ask(client, "accounts_with_balances", "")
+                self._ask(client, "accounts_with_balances")
             else:
-                self._ask(client, "accounts", "")
+                self._ask(client, "accounts")
         if not self.outstanding:
             self._summary()
 
-    def _ask(self, client: GrpcBankClient, kind: str, reference: str) -> None:
+    def _ask(self, client: GrpcBankClient, kind: str) -> None:
         self.outstanding += 1
         request = client.request(self._on_answer(client))
-        body = getattr(request, kind)
-        assert self.ctx.request_context is not None
-        body.context.CopyFrom(self.ctx.request_context)
-        body.period.CopyFrom(self.ctx.query.period)
-        if kind in ("accounts", "accounts_with_balances"):
-            body.party_id = self.ctx.query.party_id
-            body.only_primary_owner = self.ctx.query.only_primary_owner
-        else:
-            body.account_reference = reference
+        getattr(request, kind).MergeFromString(self.ctx.request_body)
 
-    def _on_answer(self, client: GrpcBankClient) -> Callable[[bank_pb2.BankResponse], None]:
-        def on_answer(response: bank_pb2.BankResponse) -> None:
+    def _on_answer(self, client: GrpcBankClient) -> Callable[[Any], None]:
+        def on_answer(response: Any) -> None:
             ctx = self.ctx
-            kind = response.WhichOneof("result")
-            event = hub_pb2.QueryEvent()
-            result = event.result
-            result.query_id = ctx.query.query_id
-            result.bank_id = client.bank_id
-            result.has_more = response.has_more
-            if kind in _PAYLOADS:
-                getattr(result, kind).CopyFrom(getattr(response, kind))
-            elif kind == "accounts_with_balances":
-                # Wire-identical messages (bank.proto).
-                result.accounts_with_balances.MergeFromString(
-                    response.accounts_with_balances.SerializeToString()
-                )
-            elif kind == "error":
-                result.error.CopyFrom(response.error)
-            ctx.sink.send(ctx, event.SerializeToString())
+            kind, payload = wire.payload(response)
+            if kind == "error":
+                payload = response.error.SerializeToString()
+            # The bank's bytes, echoed unparsed (no filter) in the hub's framing.
+            echo = Outgoing(
+                ctx,
+                COMPLETE,
+                client.bank_id,
+                kind=kind or "error",
+                payload=payload,
+                has_more=response.has_more,
+            )
+            ctx.sink.send(ctx, echo.encode())
             if not response.has_more:
                 self.outstanding -= 1
                 if not self.outstanding:

@@ -29,7 +29,7 @@ from typing import Final
 from hdrh.histogram import HdrHistogram
 
 from benchmarks import report
-from dsop.controlinfo.v2 import model_pb2
+from dsop.controlinfo.v2 import bank_pb2, model_pb2
 from dsop.hub.v1 import hub_pb2
 from hub.clock import today
 from hub.filter import FilterStage
@@ -263,10 +263,12 @@ class Checker:
                         f"query {index}, bank {bank_id}",
                     )
                 continue
-            expected = hub_pb2.AccountsWithBalances()
-            expected.accounts.extend(details)
-            plan_.apply(expected)
-            got = hub_pb2.AccountsWithBalances()
+            unfiltered = bank_pb2.ListAccountsWithBalancesResponse()
+            unfiltered.accounts.extend(details)
+            expected = bank_pb2.ListAccountsWithBalancesResponse.FromString(
+                plan_.apply(unfiltered.SerializeToString())[0]
+            )
+            got = bank_pb2.ListAccountsWithBalancesResponse()
             got.accounts.extend(
                 a
                 for a in result.accounts_with_balances.accounts
@@ -317,8 +319,8 @@ class Checker:
         ]
 
 
-def _normalized(message: hub_pb2.AccountsWithBalances) -> bytes:
-    copy = hub_pb2.AccountsWithBalances()
+def _normalized(message: bank_pb2.ListAccountsWithBalancesResponse) -> bytes:
+    copy = bank_pb2.ListAccountsWithBalancesResponse()
     copy.CopyFrom(message)
     for account in copy.accounts:
         for balance in account.balances:

@@ -42,7 +42,7 @@ class AuditStage:
     async def __call__(self, batch: list[Outgoing]) -> list[Outgoing]:
         if not batch:
             return batch
-        records = records_for_batch([(item.ctx, item.event, item.data) for item in batch])
+        records = records_for_batch(batch)
         started = time.monotonic()
         PENDING.inc(len(records))
         try:

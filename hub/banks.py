@@ -17,12 +17,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import grpc
 
-from dsop.controlinfo.v2 import bank_pb2, bank_pb2_grpc, model_pb2
+from dsop.controlinfo.v2 import bank_pb2, model_pb2
 from hub import metrics
+from hub.wire import BankResponseView, ExchangeResponseView
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,11 @@ BATCH_REQUESTS: Final = metrics.histogram(
     buckets=metrics.SIZE_BUCKETS,
 )
 
-#: Called with every answer to a request; more follow while ``has_more`` is set.
-ResponseHandler = Callable[[bank_pb2.BankResponse], None]
-_ExchangeCall = grpc.aio.StreamStreamCall[bank_pb2.ExchangeRequest, bank_pb2.ExchangeResponse]
+#: Called with every answer to a request (a hub.wire.BankResponseView: its payload the bytes
+#: the bank sent); more follow while ``has_more`` is set.
+ResponseHandler = Callable[[Any], None]
+_ExchangeCall = grpc.aio.StreamStreamCall[bank_pb2.ExchangeRequest, Any]
+_EXCHANGE: Final = "/dsop.controlinfo.v2.BankService/Exchange"
 
 MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
 CHANNEL_OPTIONS: Final = (
@@ -88,11 +91,9 @@ class BankClient(Protocol):
     async def close(self) -> None: ...
 
 
-def failure(
-    request_id: int, code: str, status: grpc.StatusCode, message: str
-) -> bank_pb2.BankResponse:
+def failure(request_id: int, code: str, status: grpc.StatusCode, message: str) -> Any:
     """An answer the hub makes up for a request the bank could not answer."""
-    return bank_pb2.BankResponse(
+    return BankResponseView(
         id=request_id,
         error=model_pb2.Error(status=status.value[0], code=code, message=message),
     )
@@ -244,8 +245,13 @@ class GrpcBankClient:
                 if self._credentials is not None
                 else grpc.aio.insecure_channel(self.target, options=self._options)
             )
-        stub = bank_pb2_grpc.BankServiceStub(self._channel)
-        return stub.Exchange()
+        # Answers are read as views: their payloads stay the bank's bytes (hub.wire).
+        exchange = self._channel.stream_stream(
+            _EXCHANGE,
+            request_serializer=bank_pb2.ExchangeRequest.SerializeToString,
+            response_deserializer=ExchangeResponseView.FromString,
+        )
+        return exchange()  # type: ignore[return-value]
 
     async def _read(self, stream: _Stream) -> None:
         handlers = stream.handlers

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from dsop.controlinfo.v2 import bank_pb2, model_pb2
+from dsop.controlinfo.v2 import model_pb2
 from dsop.hub.v1 import hub_pb2
 from providers.errors import ERROR_DOMAIN
 
@@ -120,10 +120,12 @@ class QueryContext:
     refusal: Refusal | None = None  # any ingress stage; the query stops there
     profile: Profile | None = None  # policy
     banks: list[str] = field(default_factory=list)  # resolve
-    request_context: bank_pb2.RequestContext | None = None  # fanout
+    request_body: bytes = b""  # fanout: what every bank of the query is asked, encoded
     outstanding: int = 0  # fanout: bank calls not yet ended
     outcomes: list[BankOutcome] = field(default_factory=list)  # fanout
     calls: list[Call] = field(default_factory=list)  # fanout: bank calls, for cancellation
     cancelled: bool = False  # server: the agency went away; nothing more is delivered
     admitted: bool = False  # shed: counted in flight until released
     finished: bool = False  # respond: the summary went out
+    #: audit: what each of the query's records says about it, read from the query once.
+    audit_facts: Any = None

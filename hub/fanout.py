@@ -1,25 +1,35 @@
 """Stage: fan each query out to its banks; turn bank answers into events as they arrive.
 
 For every (query, bank) pair a small call object drives the operation over the bank's
-:class:`~hub.resilience.ResilientBank`: one request for most operations, pages for
-transactions, and for accounts-with-balances the accounts list followed by one details request
-per account. No task per query: answers arrive as callbacks from the bank's reader, and every
-event goes to the egress, which batches them for the outbound stages. Each bank's part ends
-exactly once: complete, partial (the bank said more exists offline) or failed with a reason.
+:class:`~hub.resilience.ResilientBank`: one request for most operations (accounts with
+balances included: the bank composes them), pages for transactions, and for a bank that does
+not offer accounts with balances in one request, the accounts list followed by one details
+request per account. No task per query: answers arrive as callbacks from the bank's reader, and
+every event goes to the egress, which batches them for the outbound stages. Each bank's part
+ends exactly once: complete, partial (the bank said more exists offline) or failed with a
+reason.
+
+Bank answers arrive as views (hub.wire): a payload stays the bytes the bank sent, and only
+the few fields the checks here need are parsed, through small subset types; the egress
+filters and frames the bytes. The request every bank of a query gets is encoded once per
+query.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
 import grpc
+from google.protobuf.message import Message
 
 from dsop.controlinfo.v2 import bank_pb2, model_pb2
 from dsop.hub.v1 import hub_pb2
+from hub import respond, wire
 from hub.context import BankOutcome, QueryContext
 from hub.resilience import Call, Fill, ResilientBank
+from hub.respond import Outgoing
 from providers.balances import BalancesAnswer
 
 Op = hub_pb2.Operation
@@ -35,24 +45,72 @@ PAGE_WINDOW: Final = 16
 #: Credit goes back to the bank in steps of this many pages taken.
 CREDIT_STEP: Final = 4
 
-#: Emits one event of one query to the egress; the callback, if any, runs once the event has
-#: been handed to the agency's stream.
-Emit = Callable[[QueryContext, hub_pb2.QueryEvent, Callable[[], None] | None], None]
+#: Emits one event of one query to the egress.
+Emit = Callable[[Outgoing], None]
+#: A bank's outcome as the audit log names it.
+_DISCLOSED: Final = {
+    Outcome.BANK_OUTCOME_COMPLETE: respond.COMPLETE,
+    Outcome.BANK_OUTCOME_PARTIAL: respond.PARTIAL,
+    Outcome.BANK_OUTCOME_FAILED: respond.FAILED,
+}
+
+# What the checks read of a payload: the status, and whose accounts at which bank.
+_OWNERS: Final[wire.Keep] = {
+    "servicer": {"identifier": {"value": None}},
+    "primary_owner": {"identifier": {"value": None}},
+}
+_STATUS: Final[wire.Keep] = {"status": None}
+_LISTING_CHECK: Final = wire.subset_type(
+    bank_pb2.ListAccountsResponse.DESCRIPTOR,
+    {"response_details": _STATUS, "accounts": _OWNERS},
+    "listing_check",
+)
+_BALANCES_CHECK: Final = wire.subset_type(
+    bank_pb2.ListAccountsWithBalancesResponse.DESCRIPTOR,
+    {"response_details": _STATUS, "accounts": _OWNERS},
+    "balances_check",
+)
+#: Account details, cards, roles and transaction pages: the status (and for details, which
+#: account they are about).
+_SINGLE_CHECK: Final = {
+    "account_details": wire.subset_type(
+        bank_pb2.GetAccountDetailsResponse.DESCRIPTOR,
+        {"response_details": _STATUS, "account": {"account_reference": None}},
+        "details_check",
+    ),
+    **{
+        kind: wire.subset_type(
+            wire.PAYLOAD_TYPES[kind].DESCRIPTOR, {"response_details": _STATUS}, f"{kind}_check"
+        )
+        for kind in ("transactions", "cards", "roles")
+    },
+}
 
 
-def request_context(query: hub_pb2.Query) -> bank_pb2.RequestContext:
-    """The request context every bank call of the query carries (DSOP.md §2)."""
-    context = bank_pb2.RequestContext(
-        account_info_request_id=query.case_id,
-        correlation_id=query.correlation_id,
-        legal_mandate=query.legal_mandate,
-        additional_reference_id_type=query.additional_reference_id_type,
-    )
+def request_body(query: hub_pb2.Query) -> bytes:
+    """The request every bank of the query gets, encoded: the request context of DSOP.md §2
+    and the query's party or account, owner rule and period. Accounts (with or without
+    balances) are a ListAccountsRequest; the per-account APIs' requests share one layout
+    (context, accountReference, period), GetAccountDetailsRequest's."""
+    body: Any
+    if query.operation in (Op.OPERATION_ACCOUNTS, Op.OPERATION_ACCOUNTS_WITH_BALANCES):
+        body = bank_pb2.ListAccountsRequest(
+            party_id=query.party_id, only_primary_owner=query.only_primary_owner
+        )
+    else:
+        body = bank_pb2.GetAccountDetailsRequest(account_reference=query.account_reference)
+    context = body.context
+    context.account_info_request_id = query.case_id
+    context.correlation_id = query.correlation_id
+    context.legal_mandate = query.legal_mandate
+    context.additional_reference_id_type = query.additional_reference_id_type
     if query.HasField("requester_id"):
         context.requester_id = query.requester_id
     if query.HasField("additional_reference_id"):
         context.additional_reference_id = query.additional_reference_id
-    return context
+    body.period.CopyFrom(query.period)
+    data: bytes = body.SerializeToString()
+    return data
 
 
 def _error(status: grpc.StatusCode, code: str, message: str) -> model_pb2.Error:
@@ -81,7 +139,7 @@ class FanoutStage:
         return list(batch)
 
     def start(self, ctx: QueryContext) -> None:
-        ctx.request_context = request_context(ctx.query)
+        ctx.request_body = request_body(ctx.query)
         ctx.outstanding = len(ctx.banks)
         if not ctx.banks:
             self._summarize(ctx)
@@ -98,40 +156,54 @@ class FanoutStage:
 
     # -- what calls report ---------------------------------------------------------------
 
-    def result(
-        self, ctx: QueryContext, bank_id: str
-    ) -> tuple[hub_pb2.QueryEvent, hub_pb2.BankResult]:
-        """A new result event for the bank, to fill in and pass to :meth:`deliver`."""
-        event = hub_pb2.QueryEvent()
-        result = event.result
-        result.query_id = ctx.query.query_id
-        result.bank_id = bank_id
-        return event, result
-
     def deliver(
         self,
         ctx: QueryContext,
-        event: hub_pb2.QueryEvent,
+        bank_id: str,
+        kind: str,
+        payload: bytes,
+        outcome: hub_pb2.BankOutcome.ValueType,
         *,
-        final: bool = True,
+        has_more: bool = False,
         on_sent: Callable[[], None] | None = None,
     ) -> None:
+        """Emits a bank's result: ``payload``, the encoded answer of ``kind`` (a BankResult
+        payload field); the last result (``has_more`` false) ends the bank's part."""
         if ctx.cancelled:
             return
-        self.emit(ctx, event, on_sent)
-        if final:
-            result = event.result
-            error = result.error if result.HasField("error") else None
-            self._bank_done(ctx, BankOutcome(result.bank_id, result.outcome, error, result.reason))
+        self.emit(
+            Outgoing(
+                ctx,
+                _DISCLOSED[outcome],
+                bank_id,
+                kind=kind,
+                payload=payload,
+                result_outcome=outcome,
+                has_more=has_more,
+                on_sent=on_sent,
+            )
+        )
+        if not has_more:
+            self._bank_done(ctx, BankOutcome(bank_id, outcome))
 
     def bank_failed(
         self, ctx: QueryContext, bank_id: str, error: model_pb2.Error, reason: int
     ) -> None:
-        event, result = self.result(ctx, bank_id)
-        result.outcome = Outcome.BANK_OUTCOME_FAILED
-        result.reason = reason  # type: ignore[assignment]
-        result.error.CopyFrom(error)
-        self.deliver(ctx, event)
+        if ctx.cancelled:
+            return
+        self.emit(
+            Outgoing(
+                ctx,
+                respond.FAILED,
+                bank_id,
+                kind="error",
+                payload=error.SerializeToString(),
+                result_outcome=Outcome.BANK_OUTCOME_FAILED,
+                reason=reason,
+                error_code=error.code,
+            )
+        )
+        self._bank_done(ctx, BankOutcome(bank_id, Outcome.BANK_OUTCOME_FAILED, error, reason))
 
     def _bank_done(self, ctx: QueryContext, outcome: BankOutcome) -> None:
         ctx.outcomes.append(outcome)
@@ -141,29 +213,48 @@ class FanoutStage:
 
     def _summarize(self, ctx: QueryContext) -> None:
         ctx.calls.clear()
-        self.emit(ctx, summary(ctx), None)
+        self.emit(last_event(ctx))
 
 
-def summary(ctx: QueryContext) -> hub_pb2.QueryEvent:
+def last_event(ctx: QueryContext) -> Outgoing:
+    """The query's summary (or its refusal), on its way out."""
+    refusal = ctx.refusal
+    if refusal is not None:
+        return Outgoing(ctx, respond.REFUSED, summary=summary(ctx), error_code=refusal.code)
+    return Outgoing(ctx, respond.SUMMARY, summary=summary(ctx))
+
+
+def summary(ctx: QueryContext) -> hub_pb2.QuerySummary:
     """The last event of a query: per-bank outcomes, counts, elapsed time, any refusal."""
-    event = hub_pb2.QueryEvent()
-    s = event.summary
-    s.query_id = ctx.query.query_id
-    s.elapsed_us = (time.monotonic_ns() - ctx.received_ns) // 1000
+    s = hub_pb2.QuerySummary(
+        query_id=ctx.query.query_id,
+        elapsed_us=(time.monotonic_ns() - ctx.received_ns) // 1000,
+    )
     if ctx.refusal is not None:
         s.error.CopyFrom(ctx.refusal.to_proto())
-        return event
+        return s
     s.banks_asked = len(ctx.banks)
     failed = 0
+    banks = s.banks
     for outcome in ctx.outcomes:
-        status = s.banks.add(bank_id=outcome.bank_id, outcome=outcome.outcome)
+        status = banks.add(bank_id=outcome.bank_id, outcome=outcome.outcome)
         if outcome.error is not None:
             status.error.CopyFrom(outcome.error)
             status.reason = outcome.reason  # type: ignore[assignment]
             failed += 1
     s.banks_failed = failed
     s.banks_answered = len(ctx.outcomes) - failed
-    return event
+    return s
+
+
+def _outcome(details: model_pb2.ResponseDetails) -> hub_pb2.BankOutcome.ValueType:
+    return (
+        Outcome.BANK_OUTCOME_PARTIAL if details.status == PARTIAL else Outcome.BANK_OUTCOME_COMPLETE
+    )
+
+
+#: A bank's answer as the hub reads it (hub.wire.BankResponseView).
+Answer = Any
 
 
 class _Call:
@@ -180,12 +271,12 @@ class _Call:
     def start(self) -> None:
         raise NotImplementedError
 
-    def call(self, fill: Fill, handler: Callable[[bank_pb2.BankResponse, int], None]) -> Call:
+    def call(self, fill: Fill, handler: Callable[[Answer, int], None]) -> Call:
         call = self.bank.call(fill, handler, self.ctx.deadline)
         self.ctx.calls.append(call)
         return call
 
-    def fail(self, response: bank_pb2.BankResponse, reason: int) -> None:
+    def fail(self, response: Answer, reason: int) -> None:
         self.fanout.bank_failed(self.ctx, self.bank_id, response.error, reason)
 
     def malformed(self, problem: str) -> None:
@@ -193,34 +284,24 @@ class _Call:
             self.ctx, self.bank_id, _malformed(problem), Reason.FAILURE_REASON_MALFORMED
         )
 
+    def deliver(self, kind: str, payload: bytes, outcome: hub_pb2.BankOutcome.ValueType) -> None:
+        self.fanout.deliver(self.ctx, self.bank_id, kind, payload, outcome)
+
     def fill_accounts(self, request: bank_pb2.BankRequest) -> None:
-        self.fill_listing(request.accounts)
+        request.accounts.MergeFromString(self.ctx.request_body)
 
-    def fill_listing(self, body: bank_pb2.ListAccountsRequest) -> None:
-        ctx = self.ctx
-        query = ctx.query
-        assert ctx.request_context is not None
-        body.context.CopyFrom(ctx.request_context)
-        body.party_id = query.party_id
-        body.only_primary_owner = query.only_primary_owner
-        body.period.CopyFrom(query.period)
-
-    def accounts(
-        self, response: bank_pb2.BankResponse, reason: int
-    ) -> bank_pb2.ListAccountsResponse | None:
-        """The accounts list of an answer; None when the bank's part failed here (an error,
-        the wrong kind of answer, or accounts of another bank or party)."""
-        if response.HasField("error"):
+    def expect(self, response: Answer, reason: int, kind: str) -> bytes | None:
+        """The payload of an answer of ``kind``; None when the bank's part failed here (an
+        error, or the wrong kind of answer)."""
+        got = response.WhichOneof("result")
+        if got == kind:
+            data: bytes = getattr(response, kind)
+            return data
+        if got == "error":
             self.fail(response, reason)
-            return None
-        if not response.HasField("accounts"):
-            self.malformed("expected accounts")
-            return None
-        problem = self.check_accounts(response.accounts.accounts)
-        if problem is not None:
-            self.malformed(problem)
-            return None
-        return response.accounts
+        else:
+            self.malformed(f"expected {kind}")
+        return None
 
     def check_accounts(
         self, accounts: Iterable[model_pb2.Account | model_pb2.AccountDetail]
@@ -228,14 +309,28 @@ class _Call:
         """What is wrong with accounts (listed, or with balances) beyond their shape: another
         bank's or another party's accounts."""
         query = self.ctx.query
+        bank_id = self.bank_id
+        owner_only = query.only_primary_owner
+        party = query.party_id
         for account in accounts:
             servicer = account.servicer.identifier.value
-            if servicer and servicer != self.bank_id:
+            if servicer and servicer != bank_id:
                 return "accounts of another bank"
-            owner = account.primary_owner.identifier.value
-            if query.only_primary_owner and owner and owner != query.party_id:
-                return "accounts of another party"
+            if owner_only:
+                owner = account.primary_owner.identifier.value
+                if owner and owner != party:
+                    return "accounts of another party"
         return None
+
+    def checked(self, data: bytes, check: type[Message]) -> Any:
+        """The checked fields of an accounts list (or accounts with balances); None when the
+        accounts are another bank's or another party's (the part failed here)."""
+        view: Any = check.FromString(data)
+        problem = self.check_accounts(view.accounts)
+        if problem is not None:
+            self.malformed(problem)
+            return None
+        return view
 
 
 class _Accounts(_Call):
@@ -244,20 +339,13 @@ class _Accounts(_Call):
     def start(self) -> None:
         self.call(self.fill_accounts, self.on_response)
 
-    def on_response(self, response: bank_pb2.BankResponse, reason: int) -> None:
-        accounts = self.accounts(response, reason)
-        if accounts is None:
+    def on_response(self, response: Answer, reason: int) -> None:
+        data = self.expect(response, reason, "accounts")
+        if data is None:
             return
-        event, result = self.fanout.result(self.ctx, self.bank_id)
-        result.outcome = _outcome(accounts.response_details)
-        result.accounts.CopyFrom(accounts)
-        self.fanout.deliver(self.ctx, event)
-
-
-def _outcome(details: model_pb2.ResponseDetails) -> hub_pb2.BankOutcome.ValueType:
-    return (
-        Outcome.BANK_OUTCOME_PARTIAL if details.status == PARTIAL else Outcome.BANK_OUTCOME_COMPLETE
-    )
+        view = self.checked(data, _LISTING_CHECK)
+        if view is not None:
+            self.deliver("accounts", data, _outcome(view.response_details))
 
 
 class _Single(_Call):
@@ -270,30 +358,19 @@ class _Single(_Call):
         self.call(self.fill_account, self.on_response)
 
     def fill_account(self, request: bank_pb2.BankRequest) -> None:
-        ctx = self.ctx
-        body = getattr(request, self.field)
-        assert ctx.request_context is not None
-        body.context.CopyFrom(ctx.request_context)
-        body.account_reference = ctx.query.account_reference
-        body.period.CopyFrom(ctx.query.period)
+        getattr(request, self.field).MergeFromString(self.ctx.request_body)
 
-    def on_response(self, response: bank_pb2.BankResponse, reason: int) -> None:
-        if response.HasField("error"):
-            self.fail(response, reason)
+    def on_response(self, response: Answer, reason: int) -> None:
+        data = self.expect(response, reason, self.field)
+        if data is None:
             return
-        if response.WhichOneof("result") != self.field:
-            self.malformed(f"expected {self.field}")
-            return
-        payload = getattr(response, self.field)
+        view: Any = _SINGLE_CHECK[self.field].FromString(data)
         if self.field == "account_details" and (
-            payload.account.account_reference not in ("", self.ctx.query.account_reference)
+            view.account.account_reference not in ("", self.ctx.query.account_reference)
         ):
             self.malformed("details of another account")
             return
-        event, result = self.fanout.result(self.ctx, self.bank_id)
-        result.outcome = _outcome(payload.response_details)
-        getattr(result, self.field).CopyFrom(payload)
-        self.fanout.deliver(self.ctx, event)
+        self.deliver(self.field, data, _outcome(view.response_details))
 
 
 class _Details(_Single):
@@ -340,14 +417,12 @@ class _Transactions(_Single):
             self.handle.credit(self.taken)
             self.taken = 0
 
-    def on_response(self, response: bank_pb2.BankResponse, reason: int) -> None:
-        if response.HasField("error"):
-            self.fail(response, reason)
+    def on_response(self, response: Answer, reason: int) -> None:
+        data = self.expect(response, reason, "transactions")
+        if data is None:
             return
-        if not response.HasField("transactions"):
-            self.malformed("expected transactions")
-            return
-        if response.has_more:
+        has_more = response.has_more
+        if has_more:
             if not self.credit:
                 self.handle.cancel()  # tells the bank; later pages are not delivered
                 self.malformed("more pages than the hub's credit allowed")
@@ -355,18 +430,17 @@ class _Transactions(_Single):
             self.credit -= 1
             if not self.credit:
                 self.handle.hold()
-        page = response.transactions
-        self.partial |= page.response_details.status == PARTIAL
-        event, result = self.fanout.result(self.ctx, self.bank_id)
-        result.outcome = (
-            Outcome.BANK_OUTCOME_PARTIAL if self.partial else Outcome.BANK_OUTCOME_COMPLETE
+        view: Any = _SINGLE_CHECK["transactions"].FromString(data)
+        self.partial |= view.response_details.status == PARTIAL
+        self.fanout.deliver(
+            self.ctx,
+            self.bank_id,
+            "transactions",
+            data,
+            Outcome.BANK_OUTCOME_PARTIAL if self.partial else Outcome.BANK_OUTCOME_COMPLETE,
+            has_more=has_more,
+            on_sent=self.on_sent if has_more else None,
         )
-        result.has_more = response.has_more
-        result.transactions.CopyFrom(page)
-        if response.has_more:
-            self.fanout.deliver(self.ctx, event, final=False, on_sent=self.on_sent)
-        else:
-            self.fanout.deliver(self.ctx, event)
 
 
 class _AccountsWithBalances(_Call):
@@ -388,67 +462,55 @@ class _AccountsWithBalances(_Call):
             self.call(self.fill_accounts, self.on_accounts)
 
     def fill_composite(self, request: bank_pb2.BankRequest) -> None:
-        self.fill_listing(request.accounts_with_balances)
+        request.accounts_with_balances.MergeFromString(self.ctx.request_body)
 
-    def on_composite(self, response: bank_pb2.BankResponse, reason: int) -> None:
-        if response.HasField("error"):
-            if response.error.code == NOT_OFFERED:
-                # Not offered by this bank (its own Exchange, an older kit): ask it step by
-                # step from now on.
-                self.bank.client.composite_balances = False
-                self.call(self.fill_accounts, self.on_accounts)
-                return
-            self.fail(response, reason)
+    def on_composite(self, response: Answer, reason: int) -> None:
+        if response.WhichOneof("result") == "error" and response.error.code == NOT_OFFERED:
+            # Not offered by this bank (its own Exchange, an older kit): ask it step by step
+            # from now on.
+            self.bank.client.composite_balances = False
+            self.call(self.fill_accounts, self.on_accounts)
             return
-        if not response.HasField("accounts_with_balances"):
-            self.malformed("expected accounts_with_balances")
+        data = self.expect(response, reason, "accounts_with_balances")
+        if data is None:
             return
-        payload = response.accounts_with_balances
-        problem = self.check_accounts(payload.accounts)
-        if problem is not None:
-            self.malformed(problem)
-            return
-        self._deliver(payload)
+        view = self.checked(data, _BALANCES_CHECK)
+        if view is not None:
+            self.deliver("accounts_with_balances", data, _outcome(view.response_details))
 
-    def on_accounts(self, response: bank_pb2.BankResponse, reason: int) -> None:
-        accounts = self.accounts(response, reason)
-        if accounts is None:
+    def on_accounts(self, response: Answer, reason: int) -> None:
+        data = self.expect(response, reason, "accounts")
+        if data is None:
             return
-        self.composed = BalancesAnswer(accounts)
+        listing = self.checked(data, bank_pb2.ListAccountsResponse)
+        if listing is None:
+            return
+        self.composed = BalancesAnswer(listing)
         self.failed = False
         self.waiting = len(self.composed.wanted)
         for index, reference in self.composed.wanted:
             step = _DetailsStep(self, index, reference)
             self.call(step.fill, step.on_response)
         if self.waiting == 0:
-            self._deliver(self.composed.answer())
+            self._finish()
 
-    def on_details(self, index: int, response: bank_pb2.BankResponse, reason: int) -> None:
-        if self.failed:
-            return
-        if response.HasField("error"):
-            self.failed = True
-            self.fail(response, reason)
-            return
-        if not response.HasField("account_details"):
-            self.failed = True
-            self.malformed("expected account_details")
-            return
-        self.composed.add(index, response.account_details)
+    def on_details(self, index: int, details: bank_pb2.GetAccountDetailsResponse) -> None:
+        self.composed.add(index, details)
         self.waiting -= 1
         if self.waiting == 0:
-            self._deliver(self.composed.answer())
+            self._finish()
 
-    def _deliver(self, payload: bank_pb2.ListAccountsWithBalancesResponse) -> None:
-        event, result = self.fanout.result(self.ctx, self.bank_id)
-        result.outcome = _outcome(payload.response_details)
-        # The bank's message and the agency's are wire-identical (see bank.proto).
-        result.accounts_with_balances.MergeFromString(payload.SerializeToString())
-        self.fanout.deliver(self.ctx, event)
+    def _finish(self) -> None:
+        payload = self.composed.answer()
+        self.deliver(
+            "accounts_with_balances",
+            payload.SerializeToString(),
+            _outcome(payload.response_details),
+        )
 
 
 class _DetailsStep:
-    """One account's details request inside accounts-with-balances."""
+    """One account's details request inside accounts-with-balances asked step by step."""
 
     __slots__ = ("index", "parent", "reference")
 
@@ -458,22 +520,27 @@ class _DetailsStep:
         self.reference = reference
 
     def fill(self, request: bank_pb2.BankRequest) -> None:
-        ctx = self.parent.ctx
+        listing = bank_pb2.ListAccountsRequest.FromString(self.parent.ctx.request_body)
         body = request.account_details
-        assert ctx.request_context is not None
-        body.context.CopyFrom(ctx.request_context)
+        body.context.CopyFrom(listing.context)
         body.account_reference = self.reference
-        body.period.CopyFrom(ctx.query.period)
+        body.period.CopyFrom(listing.period)
 
-    def on_response(self, response: bank_pb2.BankResponse, reason: int) -> None:
-        if response.HasField("account_details"):
-            reference = response.account_details.account.account_reference
-            if reference and reference != self.reference:
-                if not self.parent.failed:
-                    self.parent.failed = True
-                    self.parent.malformed("details of another account")
-                return
-        self.parent.on_details(self.index, response, reason)
+    def on_response(self, response: Answer, reason: int) -> None:
+        parent = self.parent
+        if parent.failed:
+            return
+        data = parent.expect(response, reason, "account_details")
+        if data is None:
+            parent.failed = True
+            return
+        details = bank_pb2.GetAccountDetailsResponse.FromString(data)
+        reference = details.account.account_reference
+        if reference and reference != self.reference:
+            parent.failed = True
+            parent.malformed("details of another account")
+            return
+        parent.on_details(self.index, details)
 
 
 _CALLS: Final[Mapping[int, type[_Call]]] = {

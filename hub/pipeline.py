@@ -30,7 +30,7 @@ import grpc
 from hub.audit import AuditLog
 from hub.audit_stage import AuditStage
 from hub.context import QueryContext, Refusal
-from hub.fanout import FanoutStage, summary
+from hub.fanout import FanoutStage, last_event
 from hub.filter import FilterStage
 from hub.kar import Kar
 from hub.observe import QueryObserver
@@ -90,12 +90,12 @@ class Pipeline:
         except Exception:
             log.exception("inbound stage failed for a batch of %d queries", len(live))
             for ctx in live:
-                if ctx.request_context is None:  # not yet handed to any bank
+                if not ctx.request_body:  # not yet handed to any bank
                     ctx.refusal = _INTERNAL
         for ctx in batch:
             if ctx.refusal is not None:
                 self.shed.release(ctx)  # refused after admission (policy, KAR, a bug)
-                self.egress.emit(ctx, summary(ctx))
+                self.egress.emit(last_event(ctx))
 
     async def close(self) -> None:
         await self.egress.close()
@@ -126,7 +126,7 @@ def build_pipeline(
             ctx.refusal = _AUDIT_DOWN
             for call in ctx.calls:
                 call.cancel()
-            ctx.sink.send(ctx, summary(ctx).SerializeToString())
+            ctx.sink.send(ctx, last_event(ctx).encode())
             ctx.sink.finished(ctx)
             observer.finished(ctx)
             ctx.cancelled = True

@@ -15,26 +15,102 @@ from typing import Final
 
 from dsop.hub.v1 import hub_pb2
 from hub.context import QueryContext
+from hub.wire import frame, varint_field
 
 log = logging.getLogger(__name__)
 
 
-class Outgoing:
-    """One event of one query on its way out; ``data`` is set by the encode stage.
-    ``on_sent``, if any, runs once the event has been handed to the agency's stream."""
+#: What an event discloses, in the audit log's words: a bank's result is complete, partial or
+#: failed; a query's last event is its summary, or the refusal of the whole query.
+COMPLETE: Final = "complete"
+PARTIAL: Final = "partial"
+FAILED: Final = "failed"
+SUMMARY: Final = "summary"
+REFUSED: Final = "refused"
+_LAST: Final = frozenset({SUMMARY, REFUSED})
 
-    __slots__ = ("ctx", "data", "event", "on_sent")
+
+class Outgoing:
+    """One event of one query on its way out, made of parts until the encode stage writes
+    its bytes (``data``), with what the audit log records of it, set by whoever makes the
+    event (so no later stage reads an event back): ``outcome`` (above), the bank's
+    organisation number (None for the last event), the ACC code of a failure or refusal, and
+    the items the payload holds (accounts, transactions, cards or roles: counted by the
+    filter stage, which is the last to change the payload).
+
+    A bank's result: ``kind`` is its BankResult payload field and ``payload`` the encoded
+    answer (the bank's bytes, then the filter stage's; an Error for ``error``), with the
+    result's ``result_outcome``, ``has_more`` and failure ``reason``. The last event carries
+    ``summary``. ``on_sent``, if any, runs once the event has been handed to the agency's
+    stream."""
+
+    __slots__ = (
+        "bank_id", "ctx", "data", "error_code", "has_more", "items", "kind", "on_sent",
+        "outcome", "payload", "reason", "result_outcome", "summary",
+    )  # fmt: skip
 
     def __init__(
         self,
         ctx: QueryContext,
-        event: hub_pb2.QueryEvent,
+        outcome: str,
+        bank_id: str | None = None,
+        *,
+        kind: str = "",
+        payload: bytes = b"",
+        result_outcome: int = 0,
+        has_more: bool = False,
+        reason: int = 0,
+        summary: hub_pb2.QuerySummary | None = None,
+        error_code: str = "",
         on_sent: Callable[[], None] | None = None,
     ) -> None:
         self.ctx = ctx
-        self.event = event
-        self.data = b""
+        self.outcome = outcome
+        self.bank_id = bank_id
+        self.kind = kind
+        self.payload = payload
+        self.result_outcome = result_outcome
+        self.has_more = has_more
+        self.reason = reason
+        self.summary = summary
+        self.error_code = error_code
         self.on_sent = on_sent
+        self.items = 0
+        self.data = b""
+
+    @property
+    def last(self) -> bool:
+        """Whether this is the query's last event (its summary)."""
+        return self.outcome in _LAST
+
+    def encode(self) -> bytes:
+        """The ``QueryEvent`` this is, encoded."""
+        if self.summary is not None:
+            return frame(_SUMMARY_FIELD, self.summary.SerializeToString())
+        assert self.bank_id is not None
+        result = (
+            frame(_QUERY_ID, self.ctx.query.query_id.encode())
+            + frame(_BANK_ID, self.bank_id.encode())
+            + varint_field(_OUTCOME, self.result_outcome)
+            + varint_field(_HAS_MORE, self.has_more)
+            + frame(_PAYLOAD_FIELDS[self.kind], self.payload)
+            + varint_field(_REASON, self.reason)
+        )
+        return frame(_RESULT_FIELD, result)
+
+
+_RESULT_FIELD: Final = hub_pb2.QueryEvent.RESULT_FIELD_NUMBER
+_SUMMARY_FIELD: Final = hub_pb2.QueryEvent.SUMMARY_FIELD_NUMBER
+_QUERY_ID: Final = hub_pb2.BankResult.QUERY_ID_FIELD_NUMBER
+_BANK_ID: Final = hub_pb2.BankResult.BANK_ID_FIELD_NUMBER
+_OUTCOME: Final = hub_pb2.BankResult.OUTCOME_FIELD_NUMBER
+_HAS_MORE: Final = hub_pb2.BankResult.HAS_MORE_FIELD_NUMBER
+_REASON: Final = hub_pb2.BankResult.REASON_FIELD_NUMBER
+#: BankResult payload field name -> number (the bank's answer kinds, and ``error``).
+_PAYLOAD_FIELDS: Final = {
+    field.name: field.number
+    for field in hub_pb2.BankResult.DESCRIPTOR.oneofs_by_name["payload"].fields
+}
 
 
 #: An outbound stage: takes a batch of events, returns those that go on.
@@ -42,17 +118,6 @@ EgressStage = Callable[[list[Outgoing]], Awaitable[list[Outgoing]]]
 
 MAX_EVENTS_PER_MESSAGE: Final = 1000
 MAX_BYTES_PER_MESSAGE: Final = 4 * 1024 * 1024
-
-
-def frame(field_number: int, payload: bytes) -> bytes:
-    """``payload`` as a length-delimited protobuf field: how a message embeds a sub-message."""
-    size = len(payload)
-    head = bytearray([(field_number << 3) | 2])
-    while size > 0x7F:
-        head.append((size & 0x7F) | 0x80)
-        size >>= 7
-    head.append(size)
-    return bytes(head) + payload
 
 
 class Egress:
@@ -72,15 +137,10 @@ class Egress:
         self._worker: asyncio.Task[None] | None = None
         self.batches = 0
 
-    def emit(
-        self,
-        ctx: QueryContext,
-        event: hub_pb2.QueryEvent,
-        on_sent: Callable[[], None] | None = None,
-    ) -> None:
+    def emit(self, item: Outgoing) -> None:
         if not self._buffer:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._buffer.append(Outgoing(ctx, event, on_sent))
+        self._buffer.append(item)
 
     def _flush(self) -> None:
         batch, self._buffer = self._buffer, []
@@ -120,7 +180,7 @@ class EncodeStage:
         kept = []
         for item in batch:
             if not item.ctx.cancelled:
-                item.data = item.event.SerializeToString()
+                item.data = item.encode()
                 kept.append(item)
         return kept
 
@@ -136,7 +196,7 @@ class RespondStage:
         for item in batch:
             ctx = item.ctx
             ctx.sink.send(ctx, item.data, item.on_sent)
-            if item.event.HasField("summary"):
+            if item.outcome in _LAST:
                 ctx.finished = True
                 ctx.sink.finished(ctx)
                 if self.on_finished is not None:

@@ -37,6 +37,7 @@ from hub.banks import ResponseHandler, failure
 from hub.config import ConfigError, TlsFiles
 from hub.kar import KarAnswer, KarError
 from hub.registry import BankEndpoint
+from hub.wire import view_of
 from providers.base import PageCredit
 from providers.errors import ACC_STATUS
 from providers.rest import mapping
@@ -349,12 +350,11 @@ class RestBankClient:
         await self._http.aclose()
 
 
-def _response(
-    request_id: int, kind: str, body: dict[str, Any], *, has_more: bool = False
-) -> bank_pb2.BankResponse:
+def _response(request_id: int, kind: str, body: dict[str, Any], *, has_more: bool = False) -> Any:
+    """The answer as the view the fan-out reads (hub.wire.BankResponseView)."""
     make: Any = bank_pb2.BankResponse  # the oneof is named at run time
     try:
-        return make(id=request_id, has_more=has_more, **{kind: body})  # type: ignore[no-any-return]
+        return view_of(make(id=request_id, has_more=has_more, **{kind: body}))
     except (TypeError, ValueError) as exc:
         raise mapping.MappingError(f"{kind}: {type(exc).__name__}") from None
 

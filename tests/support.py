@@ -101,10 +101,8 @@ _FILTER = FilterStage(_PROFILES)
 
 def filtered(message: M, service: str, kind: str) -> M:
     """What the hub lets through of a bank's answer for the service (its field mask)."""
-    copy = type(message)()
-    copy.CopyFrom(message)
-    _FILTER.plans[service][kind].apply(copy)
-    return copy
+    data, _ = _FILTER.plans[service][kind].apply(message.SerializeToString())
+    return type(message).FromString(data)
 
 
 def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:

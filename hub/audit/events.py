@@ -1,7 +1,10 @@
 """Audit records from what the egress releases: one record per query per batch.
 
-The egress hands over each released event with the exact bytes the agency receives; the
-record keeps their SHA-256, so a disputed disclosure can be matched to the bytes delivered.
+The egress hands over each released event with the exact bytes the agency receives and what
+the event discloses (outcome, bank, items, error code: set when the event was made, so the
+event is never read back here); the record keeps the bytes' SHA-256, so a disputed disclosure
+can be matched to the bytes delivered. What a record says about its query is the same in
+each of the query's records: it is read from the query once and kept on its context.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, Protocol
 
 from dsop.controlinfo.v2 import bank_pb2
 from dsop.hub.v1 import hub_pb2
@@ -17,50 +20,30 @@ from hub.audit.record import AuditRecord, Disclosure, Summary, reference_digest
 from hub.context import QueryContext
 from hub.profiles import OPERATION_NAMES
 
-#: One released event: its query, the event, and the encoded bytes sent to the agency.
-Released = tuple[QueryContext, hub_pb2.QueryEvent, bytes]
-
-_OUTCOMES: Final = {
-    hub_pb2.BANK_OUTCOME_COMPLETE: "complete",
-    hub_pb2.BANK_OUTCOME_PARTIAL: "partial",
-}
 _REFERENCE_TYPES: Final = {
     bank_pb2.ADDITIONAL_REFERENCE_ID_TYPE_POL1: "pol1",
     bank_pb2.ADDITIONAL_REFERENCE_ID_TYPE_SRF: "srf",
 }
 
 
-def items(result: hub_pb2.BankResult) -> int:
-    """Accounts, transactions, cards or roles in a bank result's payload."""
-    match result.WhichOneof("payload"):
-        case "accounts":
-            return len(result.accounts.accounts)
-        case "account_details":
-            return int(result.account_details.HasField("account"))
-        case "transactions":
-            return len(result.transactions.transactions)
-        case "cards":
-            return len(result.cards.payment_cards)
-        case "roles":
-            return len(result.roles.roles)
-        case "accounts_with_balances":
-            return len(result.accounts_with_balances.accounts)
-        case _:
-            return 0
+class Released(Protocol):
+    """One released event (hub.respond.Outgoing): its query, the encoded bytes sent to the
+    agency, what it discloses and, for the last event, the query's summary."""
 
-
-def disclosure(event: hub_pb2.QueryEvent, encoded: bytes) -> tuple[Disclosure, Summary | None]:
-    digest = hashlib.sha256(encoded).digest()
-    if event.HasField("summary"):
-        s = event.summary
-        if s.HasField("error"):
-            return Disclosure(None, "refused", 0, digest, s.error.code), None
-        totals = Summary(s.banks_asked, s.banks_answered, s.banks_failed, s.elapsed_us)
-        return Disclosure(None, "summary", 0, digest), totals
-    result = event.result
-    error = result.error.code if result.HasField("error") else ""
-    outcome = _OUTCOMES.get(result.outcome, "failed")
-    return Disclosure(result.bank_id, outcome, items(result), digest, error), None
+    @property
+    def ctx(self) -> QueryContext: ...
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def summary(self) -> hub_pb2.QuerySummary | None: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def bank_id(self) -> str | None: ...
+    @property
+    def items(self) -> int: ...
+    @property
+    def error_code(self) -> str: ...
 
 
 def records_for_batch(
@@ -70,49 +53,58 @@ def records_for_batch(
     that query's events in the batch; the record holding the summary closes the query.
     ``at`` is the release time (default: now)."""
     at = at or dt.datetime.now(dt.UTC)
-    grouped: dict[int, tuple[QueryContext, list[Disclosure], list[Summary]]] = {}
-    for ctx, event, encoded in batch:
+    sha256 = hashlib.sha256
+    grouped: dict[int, tuple[QueryContext, list[Disclosure], list[Summary | None]]] = {}
+    for item in batch:
+        ctx = item.ctx
         entry = grouped.get(id(ctx))
         if entry is None:
-            entry = grouped[id(ctx)] = (ctx, [], [])
-        released, summary = disclosure(event, encoded)
-        entry[1].append(released)
-        if summary is not None:
-            entry[2].append(summary)
+            entry = grouped[id(ctx)] = (ctx, [], [None])
+        outcome = item.outcome
+        entry[1].append(
+            Disclosure(
+                item.bank_id, outcome, item.items, sha256(item.data).digest(), item.error_code
+            )
+        )
+        s = item.summary
+        if outcome == "summary" and s is not None:
+            entry[2][0] = Summary(s.banks_asked, s.banks_answered, s.banks_failed, s.elapsed_us)
     return [
-        _record(ctx, at, tuple(disclosures), summaries[-1] if summaries else None)
-        for ctx, disclosures, summaries in grouped.values()
+        AuditRecord(at, *_facts(ctx), tuple(disclosures), summary[0])
+        for ctx, disclosures, summary in grouped.values()
     ]
 
 
-def _record(
-    ctx: QueryContext,
-    at: dt.datetime,
-    disclosures: tuple[Disclosure, ...],
-    summary: Summary | None,
-) -> AuditRecord:
-    query = ctx.query
-    identity = ctx.identity
-    return AuditRecord(
-        at=at,
-        consumer=identity.organisation if identity is not None else "",
-        subject=identity.subject if identity is not None else "",
-        requester_id=query.requester_id,
-        service=query.service,
-        legal_mandate=query.legal_mandate,
-        case_id=query.case_id,
-        correlation_id=query.correlation_id,
-        query_id=query.query_id,
-        party_id=query.party_id,
-        from_date=query.period.from_date,
-        to_date=query.period.to_date,
-        operation=OPERATION_NAMES.get(query.operation, "unspecified"),
-        only_primary_owner=query.only_primary_owner,
-        additional_reference_type=_REFERENCE_TYPES.get(query.additional_reference_id_type, ""),
-        additional_reference_digest=reference_digest(
-            query.additional_reference_id if query.HasField("additional_reference_id") else None
-        ),
-        banks_asked=tuple(ctx.banks),
-        disclosures=disclosures,
-        summary=summary,
-    )
+#: What every record of a query says about it: AuditRecord's fields from ``consumer`` to
+#: ``banks_asked``, in that order.
+Facts = tuple[str, str, str, str, str, str, str, str, str, str, str, str, bool, str, str,
+              tuple[str, ...]]  # fmt: skip
+
+
+def _facts(ctx: QueryContext) -> Facts:
+    facts: Facts | None = ctx.audit_facts
+    if facts is None:
+        query = ctx.query
+        identity = ctx.identity
+        period = query.period
+        facts = ctx.audit_facts = (
+            identity.organisation if identity is not None else "",
+            identity.subject if identity is not None else "",
+            query.requester_id,
+            query.service,
+            query.legal_mandate,
+            query.case_id,
+            query.correlation_id,
+            query.query_id,
+            query.party_id,
+            period.from_date,
+            period.to_date,
+            OPERATION_NAMES.get(query.operation, "unspecified"),
+            query.only_primary_owner,
+            _REFERENCE_TYPES.get(query.additional_reference_id_type, ""),
+            reference_digest(
+                query.additional_reference_id if query.HasField("additional_reference_id") else None
+            ),
+            tuple(ctx.banks),
+        )
+    return facts

@@ -131,9 +131,9 @@ class AuditMetrics:
     largest_group: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NewRow:
-    """A row about to be inserted into the records table."""
+    """A row about to be inserted into the records table (never changed once made)."""
 
     writer: str
     seq: int

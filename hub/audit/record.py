@@ -30,7 +30,7 @@ _TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 _MAX_WRITER_ID: Final = 128
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Disclosure:
     """One event released to the agency."""
 
@@ -47,7 +47,7 @@ class Disclosure:
     error_code: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Summary:
     """The query's totals; present on the record that closes the query."""
 
@@ -57,9 +57,13 @@ class Summary:
     elapsed_us: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AuditRecord:
-    """One query's events released in one egress batch. ``at`` must be timezone-aware."""
+    """One query's events released in one egress batch. ``at`` must be timezone-aware.
+
+    Records, like their disclosures and summaries, are values, never changed once made; they
+    are not frozen only because a frozen dataclass costs several times more to make, and the
+    hub makes one per query per batch."""
 
     at: dt.datetime
     consumer: str

@@ -18,6 +18,7 @@ from grpc_status import rpc_status
 
 from dsop.controlinfo.v2 import bank_pb2, bank_pb2_grpc
 from hub.rest import RestBankClient
+from hub.wire import PAYLOAD_TYPES
 from providers.errors import status_from_code
 
 #: The oneof names of BankRequest/BankResponse, one per API.
@@ -181,7 +182,7 @@ class RestTarget:
         pages: list[Message] = []
         kind = request.kind
 
-        def on_response(response: bank_pb2.BankResponse) -> None:
+        def on_response(response: Any) -> None:
             if done.done():
                 return
             if response.HasField("error"):
@@ -192,7 +193,8 @@ class RestTarget:
                 return
             result = response.WhichOneof("result")
             if result is not None:
-                pages.append(getattr(response, result))
+                # The bridge answers as the hub reads banks: payloads as the bytes received.
+                pages.append(PAYLOAD_TYPES[result].FromString(getattr(response, result)))
             if not response.has_more:
                 if kind == "transactions":
                     done.set_result(pages)

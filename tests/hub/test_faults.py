@@ -15,6 +15,7 @@ from grpc_status import rpc_status
 
 from clients.client import make_query
 from clients.services import MANDATES
+from dsop.controlinfo.v2 import bank_pb2
 from dsop.hub.v1 import hub_pb2
 from hub.resilience import CallPolicy
 from hub.shed import Limits
@@ -96,14 +97,14 @@ def _check_healthy(
             continue
         bank = env.dataset.bank(bank_id)
         listed = bank.list_accounts(party, True, TODAY, TODAY).accounts
-        expected = hub_pb2.AccountsWithBalances()
+        expected = bank_pb2.ListAccountsWithBalancesResponse()
         expected.response_details.status = 1
         for account in listed:
             expected.accounts.add().CopyFrom(
                 bank.get_account_details(account.account_reference, TODAY, TODAY).account
             )
         assert result.outcome == hub_pb2.BANK_OUTCOME_COMPLETE, (bank_id, result.error)
-        got = hub_pb2.AccountsWithBalances()
+        got = bank_pb2.ListAccountsWithBalancesResponse()
         got.CopyFrom(result.accounts_with_balances)
         for message in (got, expected):  # "now" balances are stamped when computed
             for account in message.accounts:

@@ -22,6 +22,7 @@ from hub.context import QueryContext
 from hub.fanout import CREDIT_STEP, PAGE_WINDOW, FanoutStage
 from hub.resilience import CallPolicy, Deadlines, ResilientBank
 from hub.respond import StreamSink
+from hub.wire import view_of
 from providers.base import BankProvider
 from providers.synthetic.dataset import SyntheticDataset
 from tests.support import Env, EnvFactory
@@ -218,7 +219,7 @@ async def test_the_hub_credits_pages_as_they_are_sent_and_fails_a_bank_that_over
     sent: list[tuple[hub_pb2.QueryEvent, Callable[[], None] | None]] = []
     stage = FanoutStage(
         {"b1": ResilientBank(bank, CallPolicy(), deadlines)},
-        lambda ctx, event, on_sent: sent.append((event, on_sent)),
+        lambda item: sent.append((hub_pb2.QueryEvent.FromString(item.encode()), item.on_sent)),
     )
     query = _transactions("r1", "b1")
     ctx = QueryContext(query, StreamSink(10), 0, deadline=time.monotonic() + 10)
@@ -227,10 +228,10 @@ async def test_the_hub_credits_pages_as_they_are_sent_and_fails_a_bank_that_over
     (request,) = bank.requests
     assert request.page_window == PAGE_WINDOW
 
-    def page() -> bank_pb2.BankResponse:
+    def page() -> object:
         response = bank_pb2.BankResponse(id=request.id, has_more=True)
         response.transactions.transactions.add(transaction_identifier="t")
-        return response
+        return view_of(response)  # as the hub reads answers
 
     for _ in range(PAGE_WINDOW):
         bank.handlers[request.id](page())

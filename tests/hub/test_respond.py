@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 from dsop.hub.v1 import hub_pb2
 from hub.context import QueryContext
-from hub.respond import MAX_EVENTS_PER_MESSAGE, SingleSink, StreamSink, frame
+from hub.respond import MAX_EVENTS_PER_MESSAGE, SingleSink, StreamSink
+from hub.wire import frame
 
 
 @given(st.text(max_size=40_000), st.text(max_size=300))

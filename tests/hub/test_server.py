@@ -81,7 +81,7 @@ async def test_accounts_with_balances_carries_every_accounts_details(env: Env) -
             bank.get_account_details(a.account_reference, TODAY, TODAY).account for a in listed
         ]
         assert result.accounts_with_balances == filtered(
-            hub_pb2.AccountsWithBalances(
+            bank_pb2.ListAccountsWithBalancesResponse(
                 response_details={"status": model_pb2.RESPONSE_STATUS_COMPLETE}, accounts=expected
             ),
             "fi-utlegg",
@@ -136,7 +136,7 @@ async def test_a_bank_without_the_one_request_form_is_asked_step_by_step(
             ]
             assert result.outcome == hub_pb2.BANK_OUTCOME_COMPLETE
             assert result.accounts_with_balances == filtered(
-                hub_pb2.AccountsWithBalances(
+                bank_pb2.ListAccountsWithBalancesResponse(
                     response_details={"status": model_pb2.RESPONSE_STATUS_COMPLETE},
                     accounts=expected,
                 ),

@@ -327,7 +327,9 @@ async def _ask(
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     answers: list[bank_pb2.BankResponse] = []
 
-    def on_response(response: bank_pb2.BankResponse) -> None:
+    def on_response(view: Any) -> None:
+        # The bridge answers with views (payloads as bytes); read them typed.
+        response = bank_pb2.BankResponse.FromString(view.SerializeToString())
         answers.append(response)
         if not response.has_more and not done.done():
             done.set_result(None)

@@ -399,8 +399,8 @@ class ListAccountsWithBalancesResponse(_message.Message):
     """Accounts, each with its balances as of the period's toDate: the accounts list followed by
     the details of every account, answered by the bank in one go (Exchange only; the REST API
     has no such call). An account the bank does not deliver digitally (accountReference
-    "dataNotDelivered") appears as a detail without balances and makes the answer partial. Wire-
-    identical to dsop.hub.v1.AccountsWithBalances, so the hub passes it on unchanged.
+    "dataNotDelivered") appears as a detail without balances and makes the answer partial. The
+    hub passes it on to the agency (dsop.hub.v1.BankResult.accounts_with_balances).
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -464,32 +464,6 @@ class QueryEvent(_message.Message):
 Global___QueryEvent: _TypeAlias = QueryEvent  # noqa: Y015
 
 @_typing.final
-class AccountsWithBalances(_message.Message):
-    """Accounts, each with the balances as of the period's toDate."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    RESPONSE_DETAILS_FIELD_NUMBER: _builtins.int
-    ACCOUNTS_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def response_details(self) -> _model_pb2.ResponseDetails: ...
-    @_builtins.property
-    def accounts(self) -> _containers.RepeatedCompositeFieldContainer[_model_pb2.AccountDetail]: ...
-    def __init__(
-        self,
-        *,
-        response_details: _model_pb2.ResponseDetails | None = ...,
-        accounts: _abc.Iterable[_model_pb2.AccountDetail] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["response_details", b"response_details"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "response_details", b"response_details"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___AccountsWithBalances: _TypeAlias = AccountsWithBalances  # noqa: Y015
-
-@_typing.final
 class BankResult(_message.Message):
     """One bank's answer to one query. Transactions arrive as several results for the same bank,
     all but the last with has_more = true.
@@ -527,7 +501,11 @@ class BankResult(_message.Message):
     @_builtins.property
     def roles(self) -> _bank_pb2.ListRolesResponse: ...
     @_builtins.property
-    def accounts_with_balances(self) -> Global___AccountsWithBalances: ...
+    def accounts_with_balances(self) -> _bank_pb2.ListAccountsWithBalancesResponse:
+        """Accounts, each with the balances as of the period's toDate: what the bank answered
+        in one request, or what the hub composed from its accounts and details answers.
+        """
+
     @_builtins.property
     def error(self) -> _model_pb2.Error: ...
     def __init__(
@@ -542,7 +520,7 @@ class BankResult(_message.Message):
         transactions: _bank_pb2.ListTransactionsResponse | None = ...,
         cards: _bank_pb2.ListCardsResponse | None = ...,
         roles: _bank_pb2.ListRolesResponse | None = ...,
-        accounts_with_balances: Global___AccountsWithBalances | None = ...,
+        accounts_with_balances: _bank_pb2.ListAccountsWithBalancesResponse | None = ...,
         error: _model_pb2.Error | None = ...,
         reason: Global___FailureReason.ValueType = ...,
     ) -> None: ...

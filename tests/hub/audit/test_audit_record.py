@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import hub.audit
-from dsop.controlinfo.v2 import bank_pb2
+from dsop.controlinfo.v2 import bank_pb2, model_pb2
 from dsop.hub.v1 import hub_pb2
 from hub.audit import (
     Checkpoint,
@@ -32,6 +32,7 @@ from hub.audit.chain import sign_checkpoint
 from hub.audit.keys import AuditKeyError, key_id
 from hub.audit.record import check_records, encode_body
 from hub.context import Identity, QueryContext
+from hub.respond import Outgoing
 from tests.hub.audit.audit_support import PARTY, record
 
 JWS = "eyJhbGciOiJQUzI1NiJ9.eyJwYXJ0eSI6IjQxMDE4MDEyMzQ1In0.c2lnbmF0dXJl"
@@ -119,10 +120,6 @@ def test_records_the_log_must_not_accept_are_refused_naming_the_field(
     assert PARTY not in str(raised.value)
 
 
-def _event_bytes(event: hub_pb2.QueryEvent) -> bytes:
-    return event.SerializeToString()
-
-
 def test_records_for_batch_make_one_record_per_query_with_digests_of_the_released_bytes() -> None:
     query = hub_pb2.Query(
         query_id="q1",
@@ -141,31 +138,37 @@ def test_records_for_batch_make_one_record_per_query_with_digests_of_the_release
     ctx = QueryContext(query, None, 0, Identity("915429785", "politi-client"))  # type: ignore[arg-type]
     ctx.banks = ["910000001", "910000002"]
     other = QueryContext(hub_pb2.Query(query_id="q2", party_id="974760673"), None, 0)  # type: ignore[arg-type]
-    result = hub_pb2.QueryEvent()
-    result.result.bank_id = "910000001"
-    result.result.outcome = hub_pb2.BANK_OUTCOME_PARTIAL
-    result.result.accounts.accounts.add()
-    result.result.accounts.accounts.add()
-    failed = hub_pb2.QueryEvent()
-    failed.result.bank_id = "910000002"
-    failed.result.outcome = hub_pb2.BANK_OUTCOME_FAILED
-    failed.result.error.code = "ACC-100"
-    summary = hub_pb2.QueryEvent()
-    summary.summary.banks_asked, summary.summary.banks_answered = 2, 1
-    summary.summary.banks_failed, summary.summary.elapsed_us = 1, 900
-    refusal = hub_pb2.QueryEvent()
-    refusal.summary.error.code = "ACC-011"
+    listed = bank_pb2.ListAccountsResponse()
+    listed.accounts.add()
+    listed.accounts.add()
+    error = model_pb2.Error(code="ACC-100")
+    totals = hub_pb2.QuerySummary(banks_asked=2, banks_answered=1, banks_failed=1, elapsed_us=900)
     at = dt.datetime(2025, 5, 1, tzinfo=dt.UTC)
-
-    first, second = records_for_batch(
-        [
-            (ctx, result, _event_bytes(result)),
-            (other, refusal, _event_bytes(refusal)),
-            (ctx, failed, _event_bytes(failed)),
-            (ctx, summary, _event_bytes(summary)),
-        ],
-        at,
+    result = Outgoing(
+        ctx, "partial", "910000001", kind="accounts", payload=listed.SerializeToString()
     )
+    result.items = 2  # counted by the filter stage
+    released = [
+        result,
+        Outgoing(
+            other,
+            "refused",
+            summary=hub_pb2.QuerySummary(error=model_pb2.Error(code="ACC-011")),
+            error_code="ACC-011",
+        ),
+        Outgoing(
+            ctx,
+            "failed",
+            "910000002",
+            kind="error",
+            payload=error.SerializeToString(),
+            error_code="ACC-100",
+        ),
+        Outgoing(ctx, "summary", summary=totals),
+    ]
+    for item in released:
+        item.data = item.encode()
+    first, second = records_for_batch(released, at)
     assert (first.query_id, first.consumer, first.subject, first.at) == (
         "q1",
         "915429785",
@@ -186,7 +189,7 @@ def test_records_for_batch_make_one_record_per_query_with_digests_of_the_release
         ("910000002", "failed", 0, "ACC-100"),
         (None, "summary", 0, ""),
     ]
-    assert first.disclosures[0].digest == hashlib.sha256(_event_bytes(result)).digest()
+    assert first.disclosures[0].digest == hashlib.sha256(result.encode()).digest()
     assert first.summary is not None and first.summary.banks_failed == 1
     assert [(d.bank_id, d.outcome, d.error_code) for d in second.disclosures] == [
         (None, "refused", "ACC-011")
