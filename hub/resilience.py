@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import grpc
 
@@ -51,8 +51,10 @@ _CALL_OUTCOMES: Final = {
 }
 
 Reason = hub_pb2.FailureReason
+#: A bank's answer as the hub reads it (hub.wire.BankResponseView).
+Answer = Any
 #: Called with each answer and the reason the hub gave up (0 when the bank answered).
-CallHandler = Callable[[bank_pb2.BankResponse, int], None]
+CallHandler = Callable[[Answer, int], None]
 #: Fills in a fresh request (sets its oneof); called for every attempt.
 Fill = Callable[[bank_pb2.BankRequest], None]
 
@@ -293,7 +295,7 @@ class Call:
     def send(self) -> None:
         bank = self.bank
         now = time.monotonic()
-        request = bank.client.request(lambda response: self.on_answer(request.id, response))
+        request = bank.client.request(self.on_answer)
         self.fill(request)
         request.timeout_ms = max(1, int((self.deadline - now) * 1000))
         self.live[request.id] = now
@@ -311,7 +313,9 @@ class Call:
         self.bank.hedges += 1
         self.send()
 
-    def on_answer(self, request_id: int, response: bank_pb2.BankResponse) -> None:
+    def on_answer(self, response: Answer) -> None:
+        """An answer to one of the call's attempts (its id tells which)."""
+        request_id = response.id
         if self.done or request_id not in self.live:
             return
         bank = self.bank
@@ -341,7 +345,8 @@ class Call:
                 if other != request_id:
                     del self.live[other]
                     bank.client.cancel(other)
-            bank.latency.add(time.monotonic() - sent)
+            if bank.hedging:
+                bank.latency.add(time.monotonic() - sent)
         if response.has_more:
             self.handler(response, 0)
             return
@@ -414,9 +419,7 @@ class Call:
         self.fill = _ignore
         self.live.clear()
 
-    def _finish(
-        self, response: bank_pb2.BankResponse, reason: int, *, success: bool | None
-    ) -> None:
+    def _finish(self, response: Answer, reason: int, *, success: bool | None) -> None:
         """Ends the call; ``success`` None: the outcome says nothing about the bank's health."""
         self.done = True
         if self.hedge_timer is not None:
@@ -458,6 +461,8 @@ class ResilientBank:
         )
         self.retries = 0
         self.hedges = 0
+        #: Latencies are tracked only to decide when to hedge.
+        self.hedging = policy.hedge_factor > 0
         # Metric children resolved once: a labels() lookup per call would cost more.
         self.ended = {
             reason: BANK_CALLS.labels(self.bank_id, name) for reason, name in _CALL_OUTCOMES.items()

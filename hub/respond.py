@@ -9,6 +9,7 @@ them (the gRPC handlers are registered with an identity serializer).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
@@ -90,22 +91,30 @@ class Outgoing:
         assert self.bank_id is not None
         result = (
             frame(_QUERY_ID, self.ctx.query.query_id.encode())
-            + frame(_BANK_ID, self.bank_id.encode())
-            + varint_field(_OUTCOME, self.result_outcome)
-            + varint_field(_HAS_MORE, self.has_more)
+            + _bank_field(self.bank_id)
+            + _OUTCOMES[self.result_outcome]
+            + (_HAS_MORE if self.has_more else b"")
             + frame(_PAYLOAD_FIELDS[self.kind], self.payload)
             + varint_field(_REASON, self.reason)
         )
         return frame(_RESULT_FIELD, result)
 
 
+@functools.lru_cache(maxsize=4096)
+def _bank_field(bank_id: str) -> bytes:
+    return frame(hub_pb2.BankResult.BANK_ID_FIELD_NUMBER, bank_id.encode())
+
+
 _RESULT_FIELD: Final = hub_pb2.QueryEvent.RESULT_FIELD_NUMBER
 _SUMMARY_FIELD: Final = hub_pb2.QueryEvent.SUMMARY_FIELD_NUMBER
 _QUERY_ID: Final = hub_pb2.BankResult.QUERY_ID_FIELD_NUMBER
-_BANK_ID: Final = hub_pb2.BankResult.BANK_ID_FIELD_NUMBER
-_OUTCOME: Final = hub_pb2.BankResult.OUTCOME_FIELD_NUMBER
-_HAS_MORE: Final = hub_pb2.BankResult.HAS_MORE_FIELD_NUMBER
 _REASON: Final = hub_pb2.BankResult.REASON_FIELD_NUMBER
+_HAS_MORE: Final = varint_field(hub_pb2.BankResult.HAS_MORE_FIELD_NUMBER, 1)
+#: BankResult.outcome, encoded, by value.
+_OUTCOMES: Final[dict[int, bytes]] = {
+    value: varint_field(hub_pb2.BankResult.OUTCOME_FIELD_NUMBER, value)
+    for value in hub_pb2.BankOutcome.values()
+}
 #: BankResult payload field name -> number (the bank's answer kinds, and ``error``).
 _PAYLOAD_FIELDS: Final = {
     field.name: field.number

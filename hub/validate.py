@@ -9,7 +9,7 @@ period rules, owner rule, scopes) belong to the policy stage. The decision is a 
 from __future__ import annotations
 
 import datetime as dt
-import uuid
+import re
 from collections.abc import Sequence
 from typing import Final
 
@@ -33,12 +33,14 @@ KNOWN_OPERATIONS: Final = frozenset(Op.values()) - {Op.OPERATION_UNSPECIFIED}
 MAX_ID_LENGTH: Final = 128
 
 
+#: The canonical text form of a uuid (8-4-4-4-12 hex digits).
+_UUID: Final = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+
+
 def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return len(value) == 36
+    return _UUID.fullmatch(value) is not None
 
 
 def _is_date(value: str) -> bool:
