@@ -198,6 +198,8 @@ _BALANCE_DIRECTION: Final = {
     for direction in (m.CREDIT_OR_DEBIT_CREDIT, m.CREDIT_OR_DEBIT_DEBIT)
 }
 _DETAIL_FIELD: Final = bank_pb2.GetAccountDetailsResponse.ACCOUNT_FIELD_NUMBER
+#: Accounts whose balances of a day one bank keeps (about 400 bytes each); then it starts over.
+_BALANCE_CACHE_SIZE: Final = 1 << 17
 _BALANCES_ACCOUNTS_FIELD: Final = bank_pb2.ListAccountsWithBalancesResponse.ACCOUNTS_FIELD_NUMBER
 _CARDS_FIELD: Final = bank_pb2.ListCardsResponse.PAYMENT_CARDS_FIELD_NUMBER
 _ROLES_FIELD: Final = bank_pb2.ListRolesResponse.ROLES_FIELD_NUMBER
@@ -569,6 +571,8 @@ class SyntheticBankData:
         # Cards are made on demand (card list, card transactions): most balance queries
         # never look at them.
         self._cards = functools.lru_cache(maxsize=4096)(self._make_cards)
+        #: (holder, position, day, past) -> the account's balances of the day (_balances).
+        self._balance_cache: dict[tuple[str, int, dt.date, bool], tuple[bytes, bytes]] = {}
 
     # -- the five APIs ----------------------------------------------------------------------
 
@@ -624,33 +628,52 @@ class SyntheticBankData:
         give, composed (providers.balances), assembled at once from the account records.
         Raises UnknownAccountError where a details request would."""
         parts = [_COMPLETE]
+        now = None
         for a in self._listed(party_id, only_primary_owner, from_date, to_date):
             if a.hidden:
                 raise UnknownAccountError("unknown accountReference")
-            parts.append(field(_BALANCES_ACCOUNTS_FIELD, self._detail(a, to_date)))
+            now = now or self._ds.now()
+            parts.append(field(_BALANCES_ACCOUNTS_FIELD, self._detail(a, to_date, now)))
         return bank_pb2.ListAccountsWithBalancesResponse.FromString(b"".join(parts))
 
-    def _detail(self, a: AccountFacts, to_date: dt.date) -> bytes:
-        """The account's AccountDetail, encoded, with its balances as of ``to_date``."""
+    def _detail(self, a: AccountFacts, to_date: dt.date, now: dt.datetime | None = None) -> bytes:
+        """The account's AccountDetail, encoded, with its balances as of ``to_date`` (``now``:
+        the dataset's current time, when the caller has it)."""
         body = a.detail_body
-        if not (
-            a.kind == "no_balance" or a.start > to_date or (a.end is not None and a.end <= to_date)
-        ):
-            now = self._ds.now()
-            today = now.date()
-            if to_date >= today:
-                booked = self._booked_cents(a, today)
-                iso, off_midnight, _ = booking_offsets(today)
-                body += _balance(
-                    a, True, self._available_cents(a, booked, today),
-                    now.isoformat(timespec="seconds"),
-                ) + _balance(a, False, booked, f"{iso}T00:00:00{off_midnight}")  # fmt: skip
-            else:
-                iso, _, off_noon = booking_offsets(to_date)
-                body += _balance(
-                    a, False, self._booked_cents(a, to_date), f"{iso}T23:59:59{off_noon}"
-                )
-        return body
+        if a.kind == "no_balance" or a.start > to_date or (a.end is not None and a.end <= to_date):
+            return body
+        now = now or self._ds.now()
+        today = now.date()
+        if to_date < today:
+            return body + self._balances(a, to_date, today)[0]
+        # The current balance is registered now; all else about the day's balances is fixed.
+        booked, available = self._balances(a, today, today)
+        registered = field(_BALANCE_REGISTERED_FIELD, now.isoformat(timespec="seconds").encode())
+        return body + field(_DETAIL_BALANCES_FIELD, available + registered) + booked
+
+    def _balances(self, a: AccountFacts, day: dt.date, today: dt.date) -> tuple[bytes, bytes]:
+        """The account's booked balance at the end of ``day``, encoded (field 8 of
+        AccountDetail), and when ``day`` is today, the available balance's Balance fields
+        but its registration time. Cached: balances of a day do not change."""
+        past = day < today  # a day's balances read differently once it is over
+        key = (a.holder, a.position, day, past)
+        cached = self._balance_cache.get(key)
+        if cached is not None:
+            return cached
+        booked_cents = self._booked_cents(a, day)
+        if past:
+            iso, _, off_noon = booking_offsets(day)
+            cached = (_balance(a, False, booked_cents, f"{iso}T23:59:59{off_noon}"), b"")
+        else:
+            iso, off_midnight, _ = booking_offsets(day)
+            cached = (
+                _balance(a, False, booked_cents, f"{iso}T00:00:00{off_midnight}"),
+                _balance_fields(a, True, self._available_cents(a, booked_cents, day)),
+            )
+        if len(self._balance_cache) >= _BALANCE_CACHE_SIZE:
+            self._balance_cache.clear()
+        self._balance_cache[key] = cached
+        return cached
 
     def iter_transactions(
         self,
@@ -1039,17 +1062,24 @@ def _balance_fixed(
 def _balance(a: AccountFacts, available: bool, cents: int, registered: str) -> bytes:
     """One Balance as field 8 of AccountDetail: ``cents`` signed (negative = debit). The
     card's credit line is included in the available balance only."""
+    return field(
+        _DETAIL_BALANCES_FIELD,
+        _balance_fields(a, available, cents)
+        + field(_BALANCE_REGISTERED_FIELD, registered.encode()),
+    )
+
+
+def _balance_fields(a: AccountFacts, available: bool, cents: int) -> bytes:
+    """A Balance's fields but its registration time, encoded."""
     balance_type = m.BALANCE_TYPE_AVAILABLE_BALANCE if available else m.BALANCE_TYPE_BOOKED_BALANCE
     fixed = _balance_fixed(
         balance_type, a.currency, a.credit_line_cents, available and a.kind == "credit"
     )
     magnitude = abs(cents)
-    return field(
-        _DETAIL_BALANCES_FIELD,
+    return (
         fixed
         + field(_BALANCE_AMOUNT_FIELD, f"{magnitude // 100}.{magnitude % 100:02d}".encode())
         + _BALANCE_DIRECTION[m.CREDIT_OR_DEBIT_DEBIT if cents < 0 else m.CREDIT_OR_DEBIT_CREDIT]
-        + field(_BALANCE_REGISTERED_FIELD, registered.encode()),
     )
 
 

@@ -353,6 +353,7 @@ _MONTHS_NO: Final = (
 
 
 @functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=8192)
 def booking_offsets(day: dt.date) -> tuple[str, str, str]:
     """(ISO date, UTC offset at midnight, UTC offset at noon) of an Oslo day: booking dates
     are midnight date-times, and transactions are registered in the daytime (after any DST

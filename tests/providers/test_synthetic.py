@@ -687,3 +687,19 @@ def test_accounts_with_balances_in_one_are_the_list_and_each_accounts_details(
                     )
     assert compared > 300
     assert with_roles, "accounts where the party has another role were compared too"
+
+
+def test_balances_kept_from_yesterday_read_as_a_past_day_after_midnight(
+    banks: list[BankInfo],
+) -> None:
+    clock = [NOW]
+    kept = SyntheticDataset(SEED, banks, clock=lambda: clock[0])
+    party = next(p for p in kept.party_sample(50) if kept.relations(p, TODAY, TODAY))
+    bank_id = kept.relations(party, TODAY, TODAY)[0].organization_id
+    kept.bank(bank_id).list_accounts_with_balances(party, True, TODAY, TODAY)  # today's kept
+    clock[0] = NOW + dt.timedelta(days=1)
+    fresh = SyntheticDataset(SEED, banks, clock=lambda: clock[0])
+    for owner_only in (True, False):
+        assert kept.bank(bank_id).list_accounts_with_balances(
+            party, owner_only, TODAY, TODAY
+        ) == fresh.bank(bank_id).list_accounts_with_balances(party, owner_only, TODAY, TODAY)
