@@ -137,26 +137,55 @@ def request_body(query: hub_pb2.Query) -> bytes:
     """The request every bank of the query gets, encoded: the request context of DSOP.md §2
     and the query's party or account, owner rule and period. Accounts (with or without
     balances) are a ListAccountsRequest; the per-account APIs' requests share one layout
-    (context, accountReference, period), GetAccountDetailsRequest's."""
-    body: Any
-    if query.operation in (Op.OPERATION_ACCOUNTS, Op.OPERATION_ACCOUNTS_WITH_BALANCES):
-        body = bank_pb2.ListAccountsRequest(
-            party_id=query.party_id, only_primary_owner=query.only_primary_owner
-        )
-    else:
-        body = bank_pb2.GetAccountDetailsRequest(account_reference=query.account_reference)
-    context = body.context
-    context.account_info_request_id = query.case_id
-    context.correlation_id = query.correlation_id
-    context.legal_mandate = query.legal_mandate
-    context.additional_reference_id_type = query.additional_reference_id_type
+    (context, accountReference, period), GetAccountDetailsRequest's. Written field by field
+    (hub.wire): setting the same fields on a message costs several times more."""
+    frame = wire.frame
+    context = (
+        _text(_CONTEXT_CASE, query.case_id)
+        + _text(_CONTEXT_CORRELATION, query.correlation_id)
+        + _text(_CONTEXT_MANDATE, query.legal_mandate)
+    )
     if query.HasField("requester_id"):
-        context.requester_id = query.requester_id
+        context += frame(_CONTEXT_REQUESTER, query.requester_id.encode())
     if query.HasField("additional_reference_id"):
-        context.additional_reference_id = query.additional_reference_id
-    body.period.CopyFrom(query.period)
-    data: bytes = body.SerializeToString()
-    return data
+        context += frame(_CONTEXT_REFERENCE, query.additional_reference_id.encode())
+    context += wire.varint_field(_CONTEXT_REFERENCE_TYPE, query.additional_reference_id_type)
+    period = query.period.SerializeToString()
+    if query.operation in _LISTINGS:
+        return (
+            frame(_LISTING_CONTEXT, context)
+            + _text(_LISTING_PARTY, query.party_id)
+            + (_OWNER_ONLY if query.only_primary_owner else b"")
+            + frame(_LISTING_PERIOD, period)
+        )
+    return (
+        frame(_ACCOUNT_CONTEXT, context)
+        + _text(_ACCOUNT_REFERENCE, query.account_reference)
+        + frame(_ACCOUNT_PERIOD, period)
+    )
+
+
+def _text(number: int, value: str) -> bytes:
+    """A proto3 string field (left out when empty)."""
+    return wire.frame(number, value.encode()) if value else b""
+
+
+_LISTINGS: Final = frozenset({Op.OPERATION_ACCOUNTS, Op.OPERATION_ACCOUNTS_WITH_BALANCES})
+_CONTEXT_CASE: Final = bank_pb2.RequestContext.ACCOUNT_INFO_REQUEST_ID_FIELD_NUMBER
+_CONTEXT_CORRELATION: Final = bank_pb2.RequestContext.CORRELATION_ID_FIELD_NUMBER
+_CONTEXT_MANDATE: Final = bank_pb2.RequestContext.LEGAL_MANDATE_FIELD_NUMBER
+_CONTEXT_REQUESTER: Final = bank_pb2.RequestContext.REQUESTER_ID_FIELD_NUMBER
+_CONTEXT_REFERENCE: Final = bank_pb2.RequestContext.ADDITIONAL_REFERENCE_ID_FIELD_NUMBER
+_CONTEXT_REFERENCE_TYPE: Final = bank_pb2.RequestContext.ADDITIONAL_REFERENCE_ID_TYPE_FIELD_NUMBER
+_LISTING_CONTEXT: Final = bank_pb2.ListAccountsRequest.CONTEXT_FIELD_NUMBER
+_LISTING_PARTY: Final = bank_pb2.ListAccountsRequest.PARTY_ID_FIELD_NUMBER
+_OWNER_ONLY: Final = wire.varint_field(
+    bank_pb2.ListAccountsRequest.ONLY_PRIMARY_OWNER_FIELD_NUMBER, 1
+)
+_LISTING_PERIOD: Final = bank_pb2.ListAccountsRequest.PERIOD_FIELD_NUMBER
+_ACCOUNT_CONTEXT: Final = bank_pb2.GetAccountDetailsRequest.CONTEXT_FIELD_NUMBER
+_ACCOUNT_REFERENCE: Final = bank_pb2.GetAccountDetailsRequest.ACCOUNT_REFERENCE_FIELD_NUMBER
+_ACCOUNT_PERIOD: Final = bank_pb2.GetAccountDetailsRequest.PERIOD_FIELD_NUMBER
 
 
 def _error(status: grpc.StatusCode, code: str, message: str) -> model_pb2.Error:
@@ -375,6 +404,7 @@ class _Call:
         encodes the same, so such an answer encodes as its status and that entry repeated.
         Anything else is looked at account by account."""
         view: Any = check.FromString(data)
+        view.DiscardUnknownFields()  # what the check type does not know is not compared
         entry = _owned_entry(check, self.bank_id, self.ctx.query.party_id)
         if view.SerializeToString() == _status_of(check, view) + entry * len(view.accounts):
             return view

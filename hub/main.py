@@ -39,10 +39,14 @@ RESTART_WINDOW: Final = 60.0
 def tune_gc() -> None:
     """Per-query objects die by reference counting; the cyclic collector's frequent young
     collections only cost time on the hot path (measured: ~20% of the hub's CPU at batch
-    rates). Collect less often, and leave start-up objects (profiles, caches) out of it."""
+    rates with the default thresholds). Collect less often, and leave start-up objects
+    (profiles, caches) out of it. A young collection traverses what survived since the last
+    one: every 500,000 allocations, most queries in flight (alive for seconds under load)
+    are gone before it, where every 50,000 each was traversed at least once (measured
+    during 200,000 enforcement queries: 0.8 s of collections instead of 2.7 s)."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(500_000, 20, 100)
 
 
 def _write_port(port_file: Path, port: int) -> None:

@@ -65,6 +65,9 @@ STREAMS: Final = metrics.gauge("dsop_hub_streams_open", "Agency QueryStream call
 SERVING: Final = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING: Final = health_pb2.HealthCheckResponse.NOT_SERVING
 
+#: Batches of one agency stream's queries admitted at once, and the most queries in one.
+ADMISSIONS: Final = 4
+ADMIT_BATCH: Final = 2000
 _NO_TLS: Final = TlsFiles()
 _DUPLICATE = Refusal(
     grpc.StatusCode.INVALID_ARGUMENT,
@@ -238,15 +241,31 @@ class HubServicer:
         stream_deadline = self._call_deadline(context)
         query_timeout = self.query_timeout
         admitting: set[asyncio.Task[None]] = set()
-        # A few messages may be admitted at once (their KAR lookups overlap); more would only
-        # queue at the register.
-        admission = asyncio.Semaphore(4)
+        # Queries read and not yet admitted. Admission takes them in batches, whatever the
+        # messages they came in: a few batches at once (their KAR lookups overlap; more
+        # would only queue at the register), each of up to ADMIT_BATCH queries, so when the
+        # register is slow the next batch is bigger instead of the queue longer.
+        pending: list[QueryContext] = []
+        idle = asyncio.Event()
+        idle.set()
 
-        async def admit_one(batch: list[QueryContext]) -> None:
-            try:
-                await admit(batch)
-            finally:
-                admission.release()
+        def pump() -> None:
+            while pending and len(admitting) < ADMISSIONS:
+                batch = pending[:ADMIT_BATCH]
+                del pending[:ADMIT_BATCH]
+                task = asyncio.get_running_loop().create_task(admit(batch))
+                admitting.add(task)
+                task.add_done_callback(admitted)
+            if admitting:
+                idle.clear()
+
+        def admitted(task: asyncio.Task[None]) -> None:
+            admitting.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("admitting a batch failed: %s", type(task.exception()).__name__)
+            pump()
+            if not admitting:
+                idle.set()
 
         failure: list[str] = []
 
@@ -255,21 +274,15 @@ class HubServicer:
                 async for message in requests:
                     now = time.monotonic_ns()
                     deadline = min(stream_deadline, time.monotonic() + query_timeout)
-                    batch = []
                     for query in message.queries:
                         ctx = QueryContext(query, sink, now, identity, deadline)
                         if not sink.admit(ctx):
                             ctx.refusal = _DUPLICATE
-                        batch.append(ctx)
-                    # Admission may wait (a remote KAR); meanwhile the next message is read.
-                    # The window still bounds what is in flight.
-                    await admission.acquire()
-                    task = asyncio.get_running_loop().create_task(admit_one(batch))
-                    admitting.add(task)
-                    task.add_done_callback(admitting.discard)
+                        pending.append(ctx)
+                    pump()
+                    # The window bounds what is read and not yet answered.
                     await sink.wait_for_room()
-                if admitting:
-                    await asyncio.wait(set(admitting))
+                await idle.wait()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -48,8 +48,11 @@ def frame(field_number: int, payload: bytes) -> bytes:
     """``payload`` as a length-delimited field: how a message embeds a sub-message, a string
     or bytes."""
     size = len(payload)
-    if size < 0x80 and field_number < 16:
-        return bytes(((field_number << 3) | 2, size)) + payload
+    if field_number < 16:
+        if size < 0x80:
+            return bytes(((field_number << 3) | 2, size)) + payload
+        if size < 0x4000:
+            return bytes(((field_number << 3) | 2, size & 0x7F | 0x80, size >> 7)) + payload
     return varint((field_number << 3) | 2) + varint(size) + payload
 
 
